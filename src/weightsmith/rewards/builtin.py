@@ -1,0 +1,32 @@
+"""Generic rewards / metrics that need no domain knowledge."""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+
+from weightsmith.rewards import completion_text, reward
+
+
+def _normalize(text: str) -> str:
+    text = unicodedata.normalize("NFKC", text).lower()
+    text = re.sub(r"[^\w\s]", " ", text)
+    return " ".join(text.split())
+
+
+@reward("exact_match")
+def exact_match(completions: list, answer: list[str], **_: object) -> list[float]:
+    """1.0 when the completion, stripped, equals ``answer`` exactly."""
+    return [float(completion_text(c).strip() == str(a).strip()) for c, a in zip(completions, answer)]
+
+
+@reward("normalized_match")
+def normalized_match(completions: list, answer: list[str], **_: object) -> list[float]:
+    """1.0 when the completions equal ``answer`` after case, punctuation and space folding."""
+    return [float(_normalize(completion_text(c)) == _normalize(str(a))) for c, a in zip(completions, answer)]
+
+
+@reward("contains_answer")
+def contains_answer(completions: list, answer: list[str], **_: object) -> list[float]:
+    """1.0 when ``answer`` appears in the completion (after normalization)."""
+    return [float(_normalize(str(a)) in _normalize(completion_text(c))) for c, a in zip(completions, answer)]
