@@ -30,3 +30,18 @@ def normalized_match(completions: list, answer: list[str], **_: object) -> list[
 def contains_answer(completions: list, answer: list[str], **_: object) -> list[float]:
     """1.0 when ``answer`` appears in the completion (after normalization)."""
     return [float(_normalize(str(a)) in _normalize(completion_text(c))) for c, a in zip(completions, answer)]
+
+
+@reward("token_f1")
+def token_f1(completions: list, answer: list[str], **_: object) -> list[float]:
+    """Word-overlap F1 between completion and ``answer`` (SQuAD-style): graded, so RL has signal."""
+    scores = []
+    for c, a in zip(completions, answer):
+        pred, gold = _normalize(completion_text(c)).split(), _normalize(str(a)).split()
+        common = sum(min(pred.count(w), gold.count(w)) for w in set(gold))
+        if not pred or not gold or common == 0:
+            scores.append(0.0)
+            continue
+        precision, recall = common / len(pred), common / len(gold)
+        scores.append(2 * precision * recall / (precision + recall))
+    return scores

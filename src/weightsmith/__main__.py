@@ -1,0 +1,3 @@
+from weightsmith.cli import entrypoint
+
+entrypoint()

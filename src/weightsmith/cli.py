@@ -1,0 +1,316 @@
+"""The command line: each verb is a thin call into the service layer.
+
+``--json`` on any verb prints exactly one JSON document on stdout and nothing else. Exit
+codes: 0 ok, 2 bad input from the user, 3 a gate that refused, 1 anything else.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+from weightsmith.errors import GateRefused, UserError
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # argparse's own usage errors are bad input too: exit 2
+        self.print_usage(sys.stderr)
+        sys.stderr.write(f"error: {message}\n")
+        raise SystemExit(2)
+
+
+def _common() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print one JSON document")
+    common.add_argument("--workspace", "-w", default=argparse.SUPPRESS, help="workspace folder (default: found from cwd)")
+    common.add_argument("--project", default=argparse.SUPPRESS, help="project inside the workspace")
+    return common
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = _common()
+    parser = _Parser(prog="weightsmith", description=__doc__.splitlines()[0], parents=[common])
+    verbs = parser.add_subparsers(dest="verb", required=True, parser_class=_Parser)
+
+    p = verbs.add_parser("init", parents=[common], help="create a workspace (database + artifact store)")
+    p.add_argument("dir", nargs="?", default=".")
+    p.add_argument("--database-url", help="SQLAlchemy URL instead of the workspace's SQLite file")
+
+    data = verbs.add_parser("data", help="datasets: add, list, show").add_subparsers(
+        dest="action", required=True, parser_class=_Parser
+    )
+    p = data.add_parser("add", parents=[common], help="validate a file or folder and version it")
+    p.add_argument("name")
+    p.add_argument("path")
+    p.add_argument("--format", "-f", required=True, help="text | chat | preference | prompt")
+    data.add_parser("list", parents=[common], help="every dataset version")
+    p = data.add_parser("show", parents=[common], help="one dataset version (NAME or NAME@vN)")
+    p.add_argument("ref")
+
+    p = verbs.add_parser("run", parents=[common], help="run a pipeline YAML as a DAG of jobs")
+    p.add_argument("pipeline")
+    p.add_argument("overrides", nargs="*", help="key=value, e.g. stages.sft.max_steps=50 or sft.lr=1e-4")
+    p.add_argument("--detach", action="store_true", help="only queue the jobs; a 'weightsmith worker' runs them")
+    p.add_argument("--idempotency-key", help="submitting twice with the same key returns the same jobs")
+
+    jobs = verbs.add_parser("jobs", help="jobs: list, show, logs, metrics, cancel, retry").add_subparsers(
+        dest="action", required=True, parser_class=_Parser
+    )
+    p = jobs.add_parser("list", parents=[common])
+    p.add_argument("--state", choices=["queued", "running", "succeeded", "failed", "cancelled"])
+    p.add_argument("--pipeline", type=int)
+    for action in ("show", "logs", "metrics", "cancel", "retry"):
+        p = jobs.add_parser(action, parents=[common])
+        p.add_argument("id", type=int)
+
+    p = verbs.add_parser("worker", parents=[common], help="run queued jobs")
+    p.add_argument("--until-idle", action="store_true", help="exit when nothing is queued or running")
+    p.add_argument("--max-jobs", type=int)
+    p.add_argument("--poll", type=float, default=1.0, help="seconds between looks for work")
+
+    models = verbs.add_parser("models", help="model registry: list, show").add_subparsers(
+        dest="action", required=True, parser_class=_Parser
+    )
+    models.add_parser("list", parents=[common])
+    p = models.add_parser("show", parents=[common])
+    p.add_argument("ref", help="NAME, NAME@vN")
+    return parser
+
+
+# -- output ------------------------------------------------------------------------------
+def _console():
+    from rich.console import Console
+
+    return Console(stderr=False, highlight=False)
+
+
+def _table(title: str, columns: list[str], rows: list[list[Any]]) -> None:
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left")
+    for c in columns:
+        table.add_column(c)
+    for row in rows:
+        table.add_row(*["" if v is None else str(v) for v in row])
+    _console().print(table)
+
+
+def _emit(args, doc: Any, human) -> None:
+    if getattr(args, "json", False):
+        sys.stdout.write(json.dumps(doc, default=str) + "\n")
+    else:
+        human(doc)
+
+
+# -- verbs -------------------------------------------------------------------------------
+def _open(args):
+    from weightsmith.workspace import Workspace
+
+    return Workspace.open(getattr(args, "workspace", None), project=getattr(args, "project", None))
+
+
+def cmd_init(args) -> int:
+    from weightsmith.workspace import Workspace
+
+    root = Path(getattr(args, "workspace", None) or args.dir)
+    ws = Workspace.init(root, database_url=args.database_url)
+    doc = {"workspace": str(ws.root), "database": ws.engine.url.render_as_string(hide_password=True), "project": ws.project_name}
+    _emit(args, doc, lambda d: print(f"Initialized weightsmith workspace in {d['workspace']}"))
+    return 0
+
+
+def cmd_data(args) -> int:
+    from weightsmith.data.ingest import add_dataset, list_datasets, resolve_dataset
+
+    ws = _open(args)
+    if args.action == "add":
+        doc = add_dataset(ws, args.name, args.path, args.format)
+        _emit(
+            args,
+            doc,
+            lambda d: print(
+                f"{'Added' if d['created'] else 'Unchanged:'} {d['ref']}: {d['rows']} rows, ~{d['tokens']} tokens, "
+                f"{d['duplicates']} duplicates, sha256 {d['hash'][:12]}"
+            ),
+        )
+    elif args.action == "list":
+        doc = list_datasets(ws)
+        _emit(args, doc, lambda d: _table("datasets", ["ref", "format", "rows", "tokens", "dups", "hash", "created"],
+              [[r["ref"], r["format"], r["rows"], r["tokens"], r["duplicates"], r["hash"][:12], r["created_at"]] for r in d]))
+    else:
+        doc = resolve_dataset(ws, args.ref)
+        _emit(args, doc, lambda d: print(json.dumps(d, indent=2)))
+    return 0
+
+
+def cmd_run(args) -> int:
+    from weightsmith.config import load_pipeline
+    from weightsmith.jobs.pipeline import submit_pipeline
+
+    spec = load_pipeline(args.pipeline, args.overrides)
+    ws = _open(args)
+    submitted = submit_pipeline(ws, spec, source=str(Path(args.pipeline).resolve()), idempotency_key=args.idempotency_key)
+    if args.detach:
+        _emit(args, submitted, lambda d: print(f"Queued pipeline {d['pipeline']} ({len(d['jobs'])} jobs); run 'weightsmith worker'."))
+        return 0
+    return _run_inline(args, ws, submitted)
+
+
+def _run_inline(args, ws, submitted: dict) -> int:
+    from weightsmith.jobs.queue import list_jobs
+    from weightsmith.jobs.worker import Worker
+
+    people = not getattr(args, "json", False)
+    started: dict[int, float] = {}
+
+    def on_event(event: str, job: dict) -> None:
+        if not people:
+            return
+        if event == "started":
+            started[job["id"]] = time.monotonic()
+            print(f"\n▶ {job['stage']} ({job['kind']}, job {job['id']})", flush=True)
+        else:
+            took = time.monotonic() - started.get(job["id"], time.monotonic())
+            what = (job.get("result") or {}).get("model_version") or job.get("output") or ""
+            mark = "✓" if event == "succeeded" else "✗"
+            detail = what if event == "succeeded" else job.get("error")
+            print(f"{mark} {job['stage']} {event} in {took:.1f}s: {detail}", flush=True)
+
+    worker = Worker(ws, poll_s=0.2, echo=sys.stderr if people else None, on_event=on_event)
+    worker.run(until_idle=True, pipeline_id=submitted["pipeline"])
+    jobs = list_jobs(ws, pipeline_id=submitted["pipeline"])
+    from weightsmith.workspace.registry import list_versions
+
+    versions = [v for v in list_versions(ws) if v["job"] in {j["id"] for j in jobs}]
+    doc = {**submitted, "jobs": jobs, "models": versions}
+    _emit(args, doc, lambda d: _table(
+        f"pipeline {d['pipeline']} ({d['name']})", ["job", "stage", "state", "model", "error"],
+        [[j["id"], j["stage"], j["state"], next((v["ref"] for v in d["models"] if v["job"] == j["id"]), ""), j["error"] or ""]
+         for j in d["jobs"]]))
+    failed = [j for j in jobs if j["state"] != "succeeded"]
+    if failed and people:
+        first = failed[0]
+        print(f"error: stage '{first['stage']}' {first['state']}: {first['error']} "
+              f"(see 'weightsmith jobs logs {first['id']}').", file=sys.stderr)
+    return 0 if not failed else 1
+
+
+def cmd_jobs(args) -> int:
+    from weightsmith.jobs import queue
+
+    ws = _open(args)
+    if args.action == "list":
+        doc = queue.list_jobs(ws, state=args.state, pipeline_id=args.pipeline)
+        _emit(args, doc, lambda d: _table("jobs", ["id", "pipeline", "stage", "kind", "state", "attempts", "error"],
+              [[j["id"], j["pipeline"], j["stage"], j["kind"], j["state"], j["attempts"], (j["error"] or "")[:60]] for j in d]))
+    elif args.action == "show":
+        doc = queue.show_job(ws, args.id)
+        _emit(args, doc, lambda d: print(json.dumps(d, indent=2, default=str)))
+    elif args.action == "metrics":
+        doc = queue.job_metrics(ws, args.id)
+        _emit(args, doc, _print_metrics)
+    elif args.action == "logs":
+        paths = queue.job_log_paths(ws, args.id)
+        texts = [{"log": p, "text": Path(p).read_text(errors="replace") if Path(p).exists() else ""} for p in paths]
+        _emit(args, texts, lambda d: [print(f"==> {t['log']} <==\n{t['text']}") for t in d])
+    elif args.action == "cancel":
+        doc = queue.cancel_job(ws, args.id)
+        _emit(args, doc, lambda d: print(f"job {d['id']}: {'cancelled' if d['state'] == 'cancelled' else 'cancel requested'}"))
+    elif args.action == "retry":
+        doc = queue.retry_job(ws, args.id)
+        _emit(args, doc, lambda d: print(f"job {d['id']} re-queued (its checkpoints are kept; run a worker)"))
+    return 0
+
+
+def _print_metrics(rows: list[dict]) -> None:
+    by_step: dict[tuple[int, int], dict[str, float]] = {}
+    names: list[str] = []
+    for r in rows:
+        by_step.setdefault((r["run"], r["step"]), {})[r["name"]] = r["value"]
+        if r["name"] not in names:
+            names.append(r["name"])
+    _table("metrics", ["run", "step", *names],
+           [[run, step, *[f"{v[n]:.4g}" if n in v else "" for n in names]] for (run, step), v in by_step.items()])
+
+
+def cmd_worker(args) -> int:
+    import signal
+
+    from weightsmith.jobs.worker import Worker
+
+    ws = _open(args)
+    worker = Worker(ws, poll_s=args.poll)
+    signal.signal(signal.SIGTERM, worker.stop)
+    ran = worker.run(until_idle=args.until_idle, max_jobs=args.max_jobs)
+    _emit(args, {"worker": worker.name, "jobs_run": ran}, lambda d: print(f"worker {d['worker']} ran {d['jobs_run']} job(s)"))
+    return 0
+
+
+def cmd_models(args) -> int:
+    from weightsmith.workspace.registry import list_versions, show_version
+
+    ws = _open(args)
+    if args.action == "list":
+        doc = list_versions(ws)
+        _emit(args, doc, lambda d: _table("models", ["ref", "stage", "parent", "data", "run", "path"],
+              [[v["ref"], v["stage"], v["parent"], ", ".join(v["data"]), v["run"], v["path"]] for v in d]))
+    else:
+        doc = show_version(ws, args.ref)
+        _emit(args, doc, _print_model)
+    return 0
+
+
+def _print_model(d: dict) -> None:
+    print(f"{d['ref']}  ({d['stage']})\n  path:   {d['path']}\n  parent: {d['parent']}\n  run:    {d['run']} (job {d['job']})")
+    print(f"  data:   {', '.join(d['data']) or '-'}\n  lineage:")
+    for i, node in enumerate(d["lineage"]):
+        data = ", ".join(node["data"]) or (node["source"] or "-")
+        print(f"    {'  ' * i}{'└─ ' if i else ''}{node['ref']} [{node['stage']}] run {node['run']} on {data}")
+
+
+COMMANDS = {"init": cmd_init, "data": cmd_data, "run": cmd_run, "jobs": cmd_jobs, "worker": cmd_worker, "models": cmd_models}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    want_json = getattr(args, "json", False)
+    try:
+        return COMMANDS[args.verb](args)
+    except UserError as exc:
+        details = getattr(exc, "errors", [])
+        if want_json:
+            sys.stdout.write(json.dumps({"error": str(exc), "details": details}) + "\n")
+        else:
+            for line in details[:50]:
+                print(line, file=sys.stderr)
+            if len(details) > 50:
+                print(f"... and {len(details) - 50} more (use --json for all of them)", file=sys.stderr)
+            print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except GateRefused as exc:
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # anything else: one line, the traceback only when asked for
+        if os.environ.get("WEIGHTSMITH_DEBUG"):
+            traceback.print_exc()
+        message = f"{type(exc).__name__}: {exc}"
+        if want_json:
+            sys.stdout.write(json.dumps({"error": message}) + "\n")
+        else:
+            print(f"error: {message} (set WEIGHTSMITH_DEBUG=1 for the traceback)", file=sys.stderr)
+        return 1
+
+
+def entrypoint() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    entrypoint()

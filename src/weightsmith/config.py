@@ -1,0 +1,246 @@
+"""Pipeline YAML: load, apply ``key=value`` overrides, validate every key before any compute.
+
+A pipeline names the model it produces, the datasets it needs (optionally added from files
+next to the YAML) and its stages. A stage's keys are either references — ``kind``, ``data``,
+``model``, ``tokenizer``, ``after`` — or hyperparameters of its recipe, validated by the
+recipe's own typed ``Config`` so an unknown key is caught with the closest known one::
+
+    name: tiny
+    seed: 0
+    datasets:
+      docs: {path: data/docs, format: text}
+    defaults: {device: cpu}          # applied to every stage whose recipe has the key
+    stages:
+      tokenizer: {data: docs, vocab_size: 512}
+      pretrain:  {data: docs, tokenizer: tokenizer, size: tiny, max_steps: 20}
+      sft:       {model: pretrain, data: tasks, lora: {r: 8}}
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from weightsmith.errors import UserError, closest
+
+# Which dataset format each stage kind trains on.
+STAGE_DATA_FORMAT = {
+    "tokenizer": "text",
+    "pretrain": "text",
+    "cpt": "text",
+    "sft": "chat",
+    "dpo": "preference",
+    "grpo": "prompt",
+}
+# Which stage kinds start from an existing model / need a tokenizer.
+NEEDS_MODEL = {"cpt", "sft", "dpo", "grpo"}
+NEEDS_TOKENIZER = {"pretrain"}
+REFERENCE_KEYS = ("kind", "data", "model", "tokenizer", "after")
+
+
+class DatasetSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    path: str = Field(description="file or folder, relative to the pipeline YAML")
+    format: str = Field(description="text | chat | preference | prompt")
+
+
+class StageSpec(BaseModel):
+    """A validated stage: its references, and its recipe's hyperparameters."""
+
+    name: str
+    kind: str
+    data: str | None = None
+    model: str | None = None
+    tokenizer: str | None = None
+    after: list[str] = []
+    config: dict[str, Any] = {}
+
+    def upstream(self, stage_names: set[str]) -> list[str]:
+        """Stages this one waits for: the ones it names as model/tokenizer, plus ``after``."""
+        refs = [r for r in (self.model, self.tokenizer) if r in stage_names]
+        return list(dict.fromkeys(refs + self.after))
+
+
+class PipelineSpec(BaseModel):
+    name: str
+    model: str
+    seed: int = 0
+    datasets: dict[str, DatasetSpec] = {}
+    stages: list[StageSpec]
+    base_dir: str = "."
+
+
+TOP_KEYS = {"name", "model", "seed", "datasets", "defaults", "stages"}
+
+
+def parse_overrides(items: list[str]) -> list[tuple[list[str], Any]]:
+    out = []
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UserError(f"override '{item}' must look like key=value (e.g. stages.sft.max_steps=50).")
+        try:
+            parsed = yaml.safe_load(value) if value else ""
+        except yaml.YAMLError:
+            parsed = value
+        out.append((key.split("."), parsed))
+    return out
+
+
+def _apply_override(raw: dict[str, Any], path: list[str], value: Any, text: str) -> None:
+    stages = raw.get("stages") or {}
+    # `sft.max_steps=5` is short for `stages.sft.max_steps=5`.
+    if path[0] not in TOP_KEYS and path[0] in stages:
+        path = ["stages", *path]
+    if path[0] not in TOP_KEYS:
+        raise UserError(f"override '{text}': no top-level key '{path[0]}'{closest(path[0], [*TOP_KEYS, *stages])}.")
+    node = raw
+    for i, key in enumerate(path[:-1]):
+        if not isinstance(node.get(key), dict):
+            if node.get(key) is None and i > 0:
+                node[key] = {}
+            elif path[:2] == ["stages", key] or key == "stages":
+                raise UserError(f"override '{text}': no stage '{path[1]}'{closest(path[1], stages)}.")
+            else:
+                raise UserError(f"override '{text}': '{'.'.join(path[: i + 1])}' is not a mapping.")
+        node = node[key]
+    node[path[-1]] = value
+
+
+def load_pipeline(path: str | Path, overrides: list[str] = ()) -> PipelineSpec:
+    """Read, override and validate a pipeline YAML; every problem is one UserError naming the key."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"pipeline file '{path}' does not exist.")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
+        raise UserError(f"{path}{where}: not valid YAML ({getattr(exc, 'problem', exc)}).") from exc
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{path}: not UTF-8 text.") from exc
+    if not isinstance(raw, dict):
+        raise UserError(f"{path}: a pipeline is a mapping with 'name' and 'stages'.")
+    for keys, value in parse_overrides(list(overrides)):
+        _apply_override(raw, keys, value, ".".join(keys) + "=" + str(value))
+    return validate_pipeline(raw, path)
+
+
+def validate_pipeline(raw: dict[str, Any], path: Path) -> PipelineSpec:
+    from weightsmith.training import STAGE_KINDS, stage_config_class
+
+    where = str(path)
+    for key in raw:
+        if key not in TOP_KEYS:
+            raise UserError(f"{where}: unknown key '{key}'{closest(key, TOP_KEYS)}.")
+    name = raw.get("name") or path.stem
+    if not isinstance(name, str):
+        raise UserError(f"{where}: 'name' must be a string.")
+    seed = raw.get("seed", 0)
+    if not isinstance(seed, int):
+        raise UserError(f"{where}: 'seed' must be an integer, got {seed!r}.")
+
+    datasets: dict[str, DatasetSpec] = {}
+    for ds_name, ds in (raw.get("datasets") or {}).items():
+        try:
+            datasets[ds_name] = DatasetSpec.model_validate(ds)
+        except ValidationError as exc:
+            raise UserError(f"{where}: datasets.{ds_name}: {_first_error(exc, DatasetSpec)}") from exc
+
+    defaults = raw.get("defaults") or {}
+    if not isinstance(defaults, dict):
+        raise UserError(f"{where}: 'defaults' must be a mapping of hyperparameters.")
+    raw_stages = raw.get("stages")
+    if not isinstance(raw_stages, dict) or not raw_stages:
+        raise UserError(f"{where}: 'stages' must be a non-empty mapping of stage name to settings.")
+
+    stages: list[StageSpec] = []
+    names = set(raw_stages)
+    for stage_name, body in raw_stages.items():
+        body = dict(body or {})
+        key = f"stages.{stage_name}"
+        kind = body.pop("kind", stage_name)
+        if kind not in STAGE_KINDS:
+            raise UserError(
+                f"{where}: {key}: unknown stage kind '{kind}'{closest(kind, STAGE_KINDS)}; "
+                f"kinds are {', '.join(STAGE_KINDS)} (set 'kind:' when the stage name is not one)."
+            )
+        refs = {k: body.pop(k) for k in REFERENCE_KEYS[1:] if k in body}
+        after = refs.get("after") or []
+        if isinstance(after, str):
+            after = [after]
+        for dep in after:
+            if dep not in names:
+                raise UserError(f"{where}: {key}.after: no stage '{dep}'{closest(dep, names)}.")
+        if refs.get("data") is None:
+            raise UserError(f"{where}: {key}: a {kind} stage needs 'data:' (a {STAGE_DATA_FORMAT[kind]} dataset).")
+        if kind in NEEDS_MODEL and refs.get("model") is None:
+            raise UserError(f"{where}: {key}: a {kind} stage needs 'model:' (a stage name, NAME@vN or a model folder).")
+        if kind in NEEDS_TOKENIZER and refs.get("tokenizer") is None:
+            raise UserError(f"{where}: {key}: a {kind} stage needs 'tokenizer:' (a tokenizer stage or folder).")
+        config_cls = stage_config_class(kind)
+        merged = {k: v for k, v in defaults.items() if k in config_cls.model_fields}
+        merged.update(body)
+        try:
+            config = config_cls.model_validate(merged).model_dump(mode="json")
+        except ValidationError as exc:
+            raise UserError(f"{where}: {key}.{_first_error(exc, config_cls, extra=REFERENCE_KEYS)}") from exc
+        stages.append(
+            StageSpec(
+                name=stage_name,
+                kind=kind,
+                data=_str_ref(refs.get("data"), where, key, "data"),
+                model=_str_ref(refs.get("model"), where, key, "model"),
+                tokenizer=_str_ref(refs.get("tokenizer"), where, key, "tokenizer"),
+                after=after,
+                config=config,
+            )
+        )
+    _check_acyclic(stages, where)
+    model_name = raw.get("model") or name
+    return PipelineSpec(
+        name=name, model=model_name, seed=seed, datasets=datasets, stages=stages, base_dir=str(path.parent.resolve())
+    )
+
+
+def _str_ref(value: Any, where: str, key: str, field: str) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise UserError(f"{where}: {key}.{field} must be a name or path, got {value!r}.")
+    return value
+
+
+def _first_error(exc: ValidationError, cls: type[BaseModel], extra: tuple[str, ...] = ()) -> str:
+    err = exc.errors()[0]
+    loc = ".".join(str(p) for p in err["loc"])
+    if err["type"] == "extra_forbidden":
+        field = str(err["loc"][-1])
+        known = [*cls.model_fields, *extra]
+        return f"{loc}: unknown key{closest(field, known)}; known keys: {', '.join(sorted(known))}."
+    if err["type"] == "missing":
+        return f"{loc}: required key is missing."
+    return f"{loc}: {err['msg']} (got {err.get('input')!r})."
+
+
+def _check_acyclic(stages: list[StageSpec], where: str) -> None:
+    names = {s.name for s in stages}
+    deps = {s.name: s.upstream(names) for s in stages}
+    state: dict[str, int] = {}
+
+    def visit(node: str, trail: list[str]) -> None:
+        if state.get(node) == 1:
+            raise UserError(f"{where}: stages form a cycle: {' -> '.join(trail + [node])}.")
+        if state.get(node) == 2:
+            return
+        state[node] = 1
+        for dep in deps[node]:
+            visit(dep, trail + [node])
+        state[node] = 2
+
+    for s in stages:
+        visit(s.name, [])

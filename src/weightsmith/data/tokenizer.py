@@ -1,0 +1,88 @@
+"""Byte-level BPE tokenizer training, with special tokens and a chat template that agree.
+
+The tokenizer is byte-level, so any UTF-8 text round-trips. Its EOS token is ``<|im_end|>``, the
+same token that closes every turn in the ChatML-style chat template: a model trained on chats
+learns to emit EOS at the end of its turn, and generation stops there. The assistant part of each
+turn — content and closing ``<|im_end|>`` — sits inside ``{% generation %}`` markers, which is
+what TRL's ``assistant_only_loss`` masks on. Documents are separated by the same EOS when packed
+for pre-training, so "end of text" and "end of turn" are one token.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    from transformers import PreTrainedTokenizerFast
+
+PAD_TOKEN = "<|pad|>"
+BOS_TOKEN = "<|bos|>"
+EOS_TOKEN = "<|im_end|>"
+TURN_START_TOKEN = "<|im_start|>"
+# Order fixes the ids: pad=0, bos=1, eos=2, turn start=3.
+SPECIAL_TOKENS = [PAD_TOKEN, BOS_TOKEN, EOS_TOKEN, TURN_START_TOKEN]
+
+# Every message renders as "<|im_start|>{role}\n{content}<|im_end|>\n". For the assistant, the
+# content and its <|im_end|> are the generation span; the "\n" after it is not, so the last
+# token the model is trained to produce in a turn is EOS.
+CHAT_TEMPLATE = (
+    "{%- for message in messages %}"
+    "{%- if message['role'] == 'assistant' %}"
+    "{{- '<|im_start|>assistant\\n' }}"
+    "{%- generation %}{{- message['content'] + '<|im_end|>' }}{%- endgeneration %}"
+    "{{- '\\n' }}"
+    "{%- else %}"
+    "{{- '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
+    "{%- endif %}"
+    "{%- endfor %}"
+    "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}"
+)
+
+MIN_VOCAB_SIZE = 256 + len(SPECIAL_TOKENS)
+
+
+def train_tokenizer(
+    texts: Iterable[str],
+    vocab_size: int,
+    min_frequency: int = 2,
+    model_max_length: int = 2048,
+) -> PreTrainedTokenizerFast:
+    """Train a byte-level BPE tokenizer on ``texts`` and wrap it for ``transformers``.
+
+    Args:
+        texts: the training corpus, one document per item (read once, streamed).
+        vocab_size: the target vocabulary, including the 256 byte symbols and the special tokens;
+            a small corpus may yield fewer tokens than this.
+        min_frequency: a pair must occur this often to be merged.
+        model_max_length: the longest input the tokenizer will warn about (saved in its config).
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    if vocab_size < MIN_VOCAB_SIZE:
+        raise ValueError(f"vocab_size must be at least {MIN_VOCAB_SIZE} (256 bytes + special tokens), got {vocab_size}")
+    backend = Tokenizer(models.BPE())
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    backend.decoder = decoders.ByteLevel()
+    backend.post_processor = processors.ByteLevel(trim_offsets=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        min_frequency=min_frequency,
+        special_tokens=SPECIAL_TOKENS,
+        # All 256 byte symbols are in the vocabulary even if the corpus never uses them, so no
+        # input is ever out of vocabulary.
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    backend.train_from_iterator(texts, trainer=trainer)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        bos_token=BOS_TOKEN,
+        eos_token=EOS_TOKEN,
+        pad_token=PAD_TOKEN,
+        extra_special_tokens=[TURN_START_TOKEN],
+        chat_template=CHAT_TEMPLATE,
+        model_max_length=model_max_length,
+        padding_side="right",
+    )

@@ -1,0 +1,141 @@
+"""A pipeline YAML becomes datasets plus a DAG of jobs.
+
+Everything a user can get wrong is checked before anything is written: the YAML's keys (by
+:mod:`weightsmith.config`), every dataset file (every bad line), each stage's dataset format,
+and every model or tokenizer it names outside the pipeline.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from weightsmith.config import STAGE_DATA_FORMAT, PipelineSpec, StageSpec
+from weightsmith.data.formats import validate
+from weightsmith.data.ingest import InvalidData, resolve_dataset, store_validated
+from weightsmith.errors import UserError
+from weightsmith.jobs.queue import submit_job
+from weightsmith.workspace import Workspace
+from weightsmith.workspace.models import Pipeline
+from weightsmith.workspace.registry import resolve_model
+
+
+def submit_pipeline(
+    ws: Workspace, spec: PipelineSpec, *, source: str | None = None, idempotency_key: str | None = None
+) -> dict[str, Any]:
+    """Add the pipeline's datasets and queue one job per stage; return {"pipeline", "jobs", "datasets"}."""
+    base = Path(spec.base_dir)
+    # 1. Validate every dataset file the pipeline brings (all errors, before anything is stored).
+    validated = {}
+    for name, ds in spec.datasets.items():
+        path = (base / ds.path) if not Path(ds.path).is_absolute() else Path(ds.path)
+        if not path.exists():
+            raise UserError(f"datasets.{name}.path: '{path}' does not exist.")
+        result = validate(path, ds.format)
+        if not result.ok():
+            raise InvalidData(result.errors, path)
+        validated[name] = (path, result)
+
+    # 2. Resolve each stage's references without writing anything.
+    stage_names = {s.name for s in spec.stages}
+    plans = []
+    for stage in spec.stages:
+        plans.append(_plan_stage(ws, spec, stage, stage_names, validated))
+
+    # 3. Write: dataset versions, the pipeline row, the jobs in dependency order.
+    added = {name: store_validated(ws, name, path, result) for name, (path, result) in validated.items()}
+    with ws.session() as s:
+        row = Pipeline(
+            project_id=ws.project_id,
+            name=spec.name,
+            model_name=spec.model,
+            spec=spec.model_dump(mode="json"),
+            source=source,
+        )
+        s.add(row)
+        s.flush()
+        pipeline_id = row.id
+    job_ids: dict[str, int] = {}
+    jobs = []
+    for stage, plan in _topological(spec.stages, plans):
+        data_ref = plan.pop("data_ref")
+        if data_ref["name"] in added:  # pin the version this submission just added
+            data_ref = added[data_ref["name"]]
+        plan["data"] = {k: data_ref[k] for k in ("id", "ref", "path", "format")}
+        deps = [job_ids[name] for name in stage.upstream(stage_names)]
+        key = f"{idempotency_key}:{stage.name}" if idempotency_key else None
+        job, _created = submit_job(
+            ws,
+            kind=stage.kind,
+            stage=stage.name,
+            payload=plan,
+            depends_on=deps,
+            pipeline_id=pipeline_id,
+            idempotency_key=key,
+        )
+        job_ids[stage.name] = job["id"]
+        jobs.append(job)
+    return {"pipeline": pipeline_id, "name": spec.name, "model": spec.model, "jobs": jobs, "datasets": list(added.values())}
+
+
+def _plan_stage(ws: Workspace, spec: PipelineSpec, stage: StageSpec, stage_names: set[str], validated) -> dict[str, Any]:
+    key = f"stages.{stage.name}"
+    want = STAGE_DATA_FORMAT[stage.kind]
+    data_name = stage.data.partition("@")[0]
+    if data_name in validated and "@" not in stage.data:
+        fmt = validated[data_name][1].format
+        data_ref = {"name": data_name, "format": fmt}
+    else:
+        data_ref = resolve_dataset(ws, stage.data)
+        fmt = data_ref["format"]
+    if fmt != want:
+        raise UserError(
+            f"{key}.data: dataset '{stage.data}' is {fmt} data, but a {stage.kind} stage trains on {want} data."
+        )
+    plan: dict[str, Any] = {
+        "kind": stage.kind,
+        "config": stage.config,
+        "seed": spec.seed,
+        "model_name": spec.model,
+        "data_ref": data_ref,
+        "model": None,
+        "tokenizer": None,
+    }
+    for field in ("model", "tokenizer"):
+        ref = getattr(stage, field)
+        if ref is None:
+            continue
+        if ref in stage_names:
+            plan[field] = {"stage": ref}
+        elif field == "tokenizer" and Path(ref).expanduser().is_dir() and (Path(ref) / "tokenizer.json").exists():
+            plan[field] = {"path": str(Path(ref).expanduser().resolve()), "id": None, "ref": ref}
+        else:
+            try:
+                plan[field] = resolve_model(ws, _relative(ref, spec.base_dir))
+            except UserError as exc:
+                raise UserError(f"{key}.{field}: {exc}") from exc
+    return plan
+
+
+def _relative(ref: str, base_dir: str) -> str:
+    """A relative model folder in the YAML is relative to the YAML, like dataset paths."""
+    if "@" in ref or Path(ref).is_absolute() or not (ref.startswith(".") or "/" in ref):
+        return ref
+    return str(Path(base_dir) / ref)
+
+
+def _topological(stages: list[StageSpec], plans: list[dict]) -> list[tuple[StageSpec, dict]]:
+    names = {s.name for s in stages}
+    by_name = {s.name: (s, p) for s, p in zip(stages, plans)}
+    done: list[str] = []
+
+    def visit(name: str) -> None:
+        if name in done:
+            return
+        for dep in by_name[name][0].upstream(names):
+            visit(dep)
+        done.append(name)
+
+    for s in stages:
+        visit(s.name)
+    return [by_name[n] for n in done]

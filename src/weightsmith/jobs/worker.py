@@ -1,0 +1,351 @@
+"""The worker: claims jobs, runs each stage as a subprocess, heart-beats, records everything.
+
+A stage runs in its own process (``python -m weightsmith.training.runner SPEC``) so that a
+crash, an out-of-memory kill or a SIGKILL takes down the stage and never the worker. The
+worker tails the stage's metrics file into the database while it runs, stops it when the job
+is cancelled, and on success registers its output (a model version with lineage, or a
+tokenizer artifact).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TextIO
+
+from sqlalchemy import select
+
+from weightsmith.jobs.queue import claim_next, finish_job, heartbeat, reap_stale
+from weightsmith.workspace import Workspace
+from weightsmith.workspace.models import Job, Run, RunMetric, utcnow
+from weightsmith.workspace.registry import register_version
+
+STAGE_MODULES = {kind: "weightsmith.training.runner" for kind in ("tokenizer", "pretrain", "cpt", "sft", "dpo", "grpo")}
+MODEL_KINDS = {"pretrain", "cpt", "sft", "dpo", "grpo"}
+
+
+class StageInputError(Exception):
+    """An upstream output the job needs is missing (the upstream's record is broken)."""
+
+
+def _die_with_parent() -> None:
+    # Linux: the stage gets SIGKILL if the worker dies, so no orphan keeps training.
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+    os.setpgrp()
+
+
+class Worker:
+    """Runs queued jobs until told to stop.
+
+    Args:
+        ws: the workspace.
+        poll_s: how often to look for work and to check a running stage.
+        stale_after_s: a running job whose heartbeat is older than this is re-queued.
+        echo: a stream to copy each stage's log to as it is written (people watching), or None.
+    """
+
+    def __init__(
+        self,
+        ws: Workspace,
+        *,
+        name: str | None = None,
+        poll_s: float = 0.5,
+        stale_after_s: float = 60.0,
+        echo: TextIO | None = None,
+        on_event: Callable[[str, dict[str, Any]], None] | None = None,
+    ):
+        self.ws = ws
+        self.name = name or f"{socket.gethostname()}:{os.getpid()}"
+        self.poll_s = poll_s
+        self.stale_after_s = stale_after_s
+        self.echo = echo
+        self.on_event = on_event or (lambda _event, _job: None)
+        self._stop = False
+
+    def stop(self, *_: object) -> None:
+        self._stop = True
+
+    def run(self, *, until_idle: bool = False, pipeline_id: int | None = None, max_jobs: int | None = None) -> int:
+        """Loop claiming and running jobs. Returns how many jobs it ran."""
+        done = 0
+        while not self._stop and (max_jobs is None or done < max_jobs):
+            reap_stale(self.ws, self.stale_after_s)
+            job = claim_next(self.ws, self.name, pipeline_id=pipeline_id)
+            if job is None:
+                if until_idle and not self._has_pending(pipeline_id):
+                    break
+                time.sleep(self.poll_s)
+                continue
+            self.execute(job)
+            done += 1
+        return done
+
+    def _has_pending(self, pipeline_id: int | None) -> bool:
+        with self.ws.session() as s:
+            query = select(Job.id).where(Job.project_id == self.ws.project_id, Job.state.in_(("queued", "running")))
+            if pipeline_id is not None:
+                query = query.where(Job.pipeline_id == pipeline_id)
+            return s.scalar(query.limit(1)) is not None
+
+    # ------------------------------------------------------------------------------
+    def execute(self, job: dict[str, Any]) -> str:
+        """Run one claimed job to a terminal state; return that state."""
+        job_id = job["id"]
+        with self.ws.session() as s:
+            row = s.get(Job, job_id)
+            token = row.claim_token
+            payload = {**row.payload, "pipeline_id": row.pipeline_id, "stage": row.stage}
+        self.on_event("started", job)
+        job_dir = self.ws.job_dir(job_id)
+        try:
+            inputs = self._resolve_inputs(payload)
+        except StageInputError as exc:
+            finish_job(self.ws, job_id, token, "failed", str(exc))
+            self.on_event("failed", {**job, "error": str(exc)})
+            return "failed"
+
+        with self.ws.session() as s:
+            run = Run(
+                job_id=job_id,
+                stage=payload["kind"],
+                status="running",
+                config={"config": payload["config"], "inputs": inputs, "seed": payload["seed"]},
+                log_path="",
+            )
+            s.add(run)
+            s.flush()
+            run_id = run.id
+            run_dir = job_dir / f"run-{run_id}"
+            run_dir.mkdir(parents=True, exist_ok=True)
+            run.log_path = str(run_dir / "stage.log")
+        spec = {
+            "kind": payload["kind"],
+            "config": payload["config"],
+            "inputs": {
+                "data_path": inputs["data"]["path"] if inputs.get("data") else None,
+                "data_format": inputs["data"]["format"] if inputs.get("data") else None,
+                "model_path": inputs["model"]["path"] if inputs.get("model") else None,
+                "tokenizer_path": inputs["tokenizer"]["path"] if inputs.get("tokenizer") else None,
+            },
+            # The work folder belongs to the job, not the run: a retry resumes its checkpoints.
+            "work_dir": str(job_dir / "work"),
+            "output_dir": str(run_dir / "output"),
+            "seed": payload["seed"],
+            "metrics_path": str(run_dir / "metrics.jsonl"),
+            "result_path": str(run_dir / "result.json"),
+        }
+        spec_path = run_dir / "spec.json"
+        spec_path.write_text(json.dumps(spec, indent=2))
+
+        state, error, exit_code = self._supervise(job_id, run_id, token, spec, spec_path)
+        result = _read_json(Path(spec["result_path"]))
+        output_path = None
+        if state == "succeeded":
+            try:
+                output_path, result = self._register_output(payload, inputs, run_id, Path(spec["output_dir"]), result)
+            except Exception as exc:  # a broken artifact must fail the job, not the worker
+                state, error = "failed", f"could not register the stage's output: {exc}"
+        with self.ws.session() as s:
+            run = s.get(Run, run_id)
+            run.status = state
+            run.exit_code = exit_code
+            run.result = result
+            run.output_path = output_path
+            run.finished_at = utcnow()
+        finish_job(self.ws, job_id, token, state, error)
+        self.on_event(state, {**job, "error": error, "result": result, "output": output_path})
+        return state
+
+    def _supervise(self, job_id: int, run_id: int, token: str, spec: dict, spec_path: Path):
+        module = STAGE_MODULES[spec["kind"]]
+        log_path = Path(spec_path.parent / "stage.log")
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        with open(log_path, "ab") as log:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", module, str(spec_path)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=env,
+                preexec_fn=_die_with_parent if os.name == "posix" else None,
+            )
+        with self.ws.session() as s:
+            s.get(Run, run_id).pid = proc.pid
+        tail = _MetricsTail(Path(spec["metrics_path"]))
+        echo = _LogEcho(log_path, self.echo)
+        cancelled = False
+        last_beat = 0.0
+        while proc.poll() is None:
+            time.sleep(min(self.poll_s, 0.5))
+            self._store_metrics(run_id, tail.read_new())
+            echo.pump()
+            if time.monotonic() - last_beat >= 1.0:
+                last_beat = time.monotonic()
+                if heartbeat(self.ws, job_id, token) and not cancelled:
+                    cancelled = True
+                    _terminate(proc)
+        self._store_metrics(run_id, tail.read_new())
+        echo.pump()
+        code = proc.returncode
+        if cancelled:
+            return "cancelled", "cancelled by user", code
+        if code == 0:
+            return "succeeded", None, code
+        last = _last_line(log_path)
+        if code < 0:
+            return "failed", f"stage process killed by signal {-code}", code
+        if code == 2:
+            return "failed", last or "the stage rejected its input", code
+        return "failed", f"stage process exited with code {code}: {last}", code
+
+    def _store_metrics(self, run_id: int, rows: list[dict]) -> None:
+        if not rows:
+            return
+        with self.ws.session() as s:
+            for row in rows:
+                step = int(row.get("step", 0))
+                for name, value in row.items():
+                    if name != "step" and isinstance(value, (int, float)) and not isinstance(value, bool):
+                        s.add(RunMetric(run_id=run_id, step=step, name=name, value=float(value)))
+
+    def _resolve_inputs(self, payload: dict[str, Any]) -> dict[str, Any]:
+        """Pin every input to a concrete path: upstream stages resolve to what they produced."""
+        out: dict[str, Any] = {"data": payload.get("data")}
+        for field in ("model", "tokenizer"):
+            ref = payload.get(field)
+            if ref is None:
+                out[field] = None
+            elif "stage" in ref:
+                out[field] = self._upstream_output(payload, ref["stage"])
+            else:
+                out[field] = ref
+        return out
+
+    def _upstream_output(self, payload: dict[str, Any], stage: str) -> dict[str, Any]:
+        with self.ws.session() as s:
+            job = s.scalar(
+                select(Job).where(Job.pipeline_id == payload["pipeline_id"], Job.stage == stage)
+            ) if payload.get("pipeline_id") else None
+            run = (
+                s.scalar(
+                    select(Run).where(Run.job_id == job.id, Run.status == "succeeded").order_by(Run.id.desc())
+                )
+                if job
+                else None
+            )
+            if run is None or not run.output_path:
+                raise StageInputError(f"upstream stage '{stage}' has no successful output to start from")
+            return {
+                "path": run.output_path,
+                "id": run.result.get("model_version_id"),
+                "ref": run.result.get("model_version") or run.output_path,
+            }
+
+    def _register_output(self, payload, inputs, run_id, output_dir: Path, result: dict):
+        if not output_dir.is_dir():
+            raise StageInputError(f"the stage reported success but wrote nothing to {output_dir}")
+        if payload["kind"] not in MODEL_KINDS:
+            _digest, stored = self.ws.store.put_tree(output_dir, move=True)
+            return str(stored), result
+        parent = inputs.get("model") or {}
+        version = register_version(
+            self.ws,
+            payload["model_name"],
+            output_dir,
+            stage=payload["kind"],
+            parent_id=parent.get("id"),
+            run_id=run_id,
+            dataset_version_ids=[inputs["data"]["id"]] if inputs.get("data") else [],
+            source=parent.get("path") if parent and not parent.get("id") else None,
+            move=True,
+            meta={"pipeline_stage": payload.get("stage"), "tokenizer": (inputs.get("tokenizer") or {}).get("path")},
+        )
+        return version["path"], {**result, "model_version": version["ref"], "model_version_id": version["id"]}
+
+
+def _terminate(proc: subprocess.Popen, grace_s: float = 10.0) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+    except (ProcessLookupError, PermissionError):
+        return
+    try:
+        proc.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait()
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _last_line(path: Path) -> str:
+    try:
+        lines = [ln.strip() for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
+    except OSError:
+        return ""
+    return lines[-1] if lines else ""
+
+
+class _MetricsTail:
+    """Reads the complete JSON lines appended to a file since the last call."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.offset = 0
+
+    def read_new(self) -> list[dict]:
+        try:
+            with open(self.path, "rb") as fh:
+                fh.seek(self.offset)
+                chunk = fh.read()
+        except FileNotFoundError:
+            return []
+        end = chunk.rfind(b"\n")
+        if end < 0:
+            return []
+        self.offset += end + 1
+        rows = []
+        for line in chunk[: end + 1].splitlines():
+            try:
+                rows.append(json.loads(line))
+            except ValueError:
+                continue
+        return rows
+
+
+class _LogEcho:
+    def __init__(self, path: Path, stream: TextIO | None):
+        self.path, self.stream, self.offset = path, stream, 0
+
+    def pump(self) -> None:
+        if self.stream is None:
+            return
+        try:
+            with open(self.path, "rb") as fh:
+                fh.seek(self.offset)
+                chunk = fh.read()
+        except FileNotFoundError:
+            return
+        self.offset += len(chunk)
+        if chunk:
+            self.stream.write(chunk.decode("utf-8", errors="replace"))
+            self.stream.flush()

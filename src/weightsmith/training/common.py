@@ -1,0 +1,366 @@
+"""What every training stage shares: the stage contract, common hyperparameters, input checks.
+
+This module is imported when a pipeline YAML is validated, long before any compute, so it must
+stay cheap: no torch / transformers / trl at module level (heavy imports live inside functions).
+
+The correctness-critical pieces that the recipes must not each re-invent live here once:
+the hyperparameter names (:class:`TrainStageConfig`), the mapping onto HF ``TrainingArguments``
+(:func:`trainer_arguments`), how a run resumes and what it reports (:func:`train_with_resume`),
+and how a model becomes an output directory (:func:`save_model_dir`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from weightsmith.errors import UserError
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase, Trainer
+
+DataFormat = Literal["text", "chat", "preference", "prompt"]
+
+# The keys a normalized row of each dataset format must carry.
+FORMAT_KEYS: dict[str, tuple[str, ...]] = {
+    "text": ("text",),
+    "chat": ("messages",),
+    "preference": ("prompt", "chosen", "rejected"),
+    "prompt": ("prompt",),
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# The stage contract: what the runner hands a recipe
+# ---------------------------------------------------------------------------------------------
+
+
+class StageInputs(BaseModel):
+    """The artifacts a stage reads; which ones are required depends on the stage."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    data_path: Path | None = Field(None, description="Normalized JSONL dataset, one object per line.")
+    data_format: DataFormat | None = Field(None, description="Format of data_path: text, chat, preference or prompt.")
+    model_path: Path | None = Field(None, description="A local Hugging Face model directory to start from.")
+    tokenizer_path: Path | None = Field(None, description="A local Hugging Face tokenizer directory.")
+
+
+class StageContext(BaseModel):
+    """Where a stage keeps its state and writes its results."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    work_dir: Path = Field(description="Persists across retries of one job; checkpoints live here.")
+    output_dir: Path = Field(description="Where the final artifact goes (empty or absent at start).")
+    seed: int = Field(0, description="Seed for model init, data order and sampling.")
+    metrics_path: Path = Field(description="JSONL file that receives one row per logging step.")
+    result_path: Path = Field(description="JSON file written once at the end.")
+
+    @property
+    def checkpoints_dir(self) -> Path:
+        return self.work_dir / "checkpoints"
+
+
+# ---------------------------------------------------------------------------------------------
+# Hyperparameters shared by every recipe that trains weights
+# ---------------------------------------------------------------------------------------------
+
+
+class LoraSettings(BaseModel):
+    """Low-rank adapters (peft). Merged into the base weights on save."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    r: int = Field(16, ge=1, description="Adapter rank.")
+    alpha: int = Field(32, ge=1, description="Adapter scaling numerator (scale = alpha / r).")
+    dropout: float = Field(0.05, ge=0.0, lt=1.0, description="Dropout on the adapter input.")
+    target_modules: str | list[str] = Field(
+        "all-linear",
+        description="Module names to adapt, or 'all-linear' for every linear layer except the output head.",
+    )
+
+
+class TrainStageConfig(BaseModel):
+    """Hyperparameters that mean the same thing in every training recipe.
+
+    Recipes subclass this and may change a default (e.g. a smaller ``lr`` for DPO), never a meaning.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_steps: int = Field(60, ge=1, description="Optimizer steps to train for; the data is repeated as needed.")
+    batch_size: int = Field(8, ge=1, description="Sequences per device per micro-batch.")
+    grad_accum: int = Field(1, ge=1, description="Micro-batches accumulated per optimizer step.")
+    lr: float = Field(1e-4, gt=0.0, description="Peak learning rate (AdamW).")
+    lr_schedule: Literal["cosine", "linear", "constant", "constant_with_warmup"] = Field(
+        "cosine", description="Learning-rate decay after warmup."
+    )
+    warmup_steps: int = Field(0, ge=0, description="Steps of linear warmup from 0 to lr.")
+    weight_decay: float = Field(0.0, ge=0.0, description="AdamW decoupled weight decay.")
+    max_grad_norm: float = Field(1.0, ge=0.0, description="Clip the global gradient norm to this (0 disables).")
+    logging_steps: int = Field(5, ge=1, description="Write a metrics row every this many steps.")
+    save_steps: int = Field(50, ge=1, description="Write a resumable checkpoint every this many steps.")
+    keep_checkpoints: int = Field(2, ge=1, description="Complete checkpoints kept in work_dir (older are deleted).")
+    gradient_checkpointing: bool = Field(False, description="Recompute activations in backward to save memory.")
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="'auto': CUDA with bf16 when available, else CPU in fp32."
+    )
+
+
+class FineTuneConfig(TrainStageConfig):
+    """Stages that start from an existing model and may train adapters instead of all weights."""
+
+    lora: LoraSettings | None = Field(None, description="Train LoRA adapters (merged on save); null trains all weights.")
+
+
+# ---------------------------------------------------------------------------------------------
+# Input checks: cheap, before any heavy import, so a user mistake costs no compute
+# ---------------------------------------------------------------------------------------------
+
+
+def read_rows(inputs: StageInputs, kind: str, expected: DataFormat) -> list[dict[str, Any]]:
+    """Read the stage's JSONL dataset, refusing one of the wrong format.
+
+    Args:
+        inputs: the stage inputs; ``data_path`` must be set.
+        kind: the stage name, used in messages.
+        expected: the dataset format the stage trains on.
+    """
+    if inputs.data_path is None:
+        raise UserError(f"stage '{kind}' needs a {expected} dataset: set inputs.data_path.")
+    if inputs.data_format is not None and inputs.data_format != expected:
+        raise UserError(
+            f"stage '{kind}' trains on a {expected} dataset but got a {inputs.data_format} dataset "
+            f"({inputs.data_path}); give it a dataset of format '{expected}'."
+        )
+    path = Path(inputs.data_path)
+    if not path.is_file():
+        raise UserError(f"dataset file {path} does not exist.")
+    rows: list[dict[str, Any]] = []
+    with path.open(encoding="utf-8") as handle:
+        for line_number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise UserError(f"{path}, line {line_number}: not valid JSON ({exc.msg}).") from exc
+            missing = [key for key in FORMAT_KEYS[expected] if not isinstance(row, dict) or key not in row]
+            if missing:
+                raise UserError(
+                    f"{path}, line {line_number}: a {expected} row needs the key(s) {', '.join(missing)}; "
+                    f"stage '{kind}' trains on {expected} data."
+                )
+            rows.append(row)
+    if not rows:
+        raise UserError(f"dataset {path} has no rows; stage '{kind}' needs at least one.")
+    return rows
+
+
+def require_model_dir(inputs: StageInputs, kind: str) -> Path:
+    """Return ``inputs.model_path`` after checking it looks like a HF model directory."""
+    if inputs.model_path is None:
+        raise UserError(f"stage '{kind}' starts from a model: set inputs.model_path to a model directory.")
+    path = Path(inputs.model_path)
+    config_file = path / "config.json"
+    if not config_file.is_file():
+        raise UserError(f"model_path {path} is not a model directory (no config.json); point it at a saved model.")
+    try:
+        model_type = json.loads(config_file.read_text(encoding="utf-8")).get("model_type")
+    except (json.JSONDecodeError, AttributeError) as exc:
+        raise UserError(f"model_path {path}: config.json is not a valid model config.") from exc
+    if not model_type:
+        raise UserError(f"model_path {path}: config.json names no model_type, so it is not a model directory.")
+    if not any(path.glob("*.safetensors")) and not any(path.glob("*.safetensors.index.json")):
+        raise UserError(f"model_path {path} has no safetensors weights; save the model with safetensors.")
+    return path
+
+
+def tokenizer_dir(inputs: StageInputs, kind: str, model_dir: Path | None) -> Path:
+    """The tokenizer to use: ``inputs.tokenizer_path`` when given, else the model directory."""
+    path = Path(inputs.tokenizer_path) if inputs.tokenizer_path is not None else model_dir
+    if path is None:
+        raise UserError(f"stage '{kind}' needs a tokenizer: set inputs.tokenizer_path.")
+    if not (path / "tokenizer.json").is_file() and not (path / "tokenizer_config.json").is_file():
+        raise UserError(f"{path} holds no tokenizer (no tokenizer.json or tokenizer_config.json).")
+    return path
+
+
+def prepare_output_dir(ctx: StageContext) -> None:
+    """Refuse to overwrite a non-empty output directory before any compute is spent."""
+    out = Path(ctx.output_dir)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise UserError(f"output_dir {out} is not empty; give the stage an empty or new directory.")
+
+
+# ---------------------------------------------------------------------------------------------
+# Heavy helpers (import torch / transformers inside)
+# ---------------------------------------------------------------------------------------------
+
+
+def resolve_device(device: str) -> tuple[bool, bool]:
+    """Return ``(use_cpu, bf16)`` for a config's ``device`` setting.
+
+    We train in fp32 on the CPU (no fast bf16 there) and bf16 autocast on CUDA.
+    """
+    import torch
+
+    if device == "cuda" and not torch.cuda.is_available():
+        raise UserError("config device is 'cuda' but no CUDA device is available; use device: auto or cpu.")
+    on_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
+    return (not on_cuda, on_cuda and torch.cuda.is_bf16_supported())
+
+
+def trainer_arguments(cfg: TrainStageConfig, ctx: StageContext, count_tokens: str = "non_padding") -> dict[str, Any]:
+    """Keyword arguments for ``TrainingArguments`` (or a TRL config) from our shared hyperparameters.
+
+    Args:
+        cfg: the recipe's config.
+        ctx: the stage context (checkpoints go to ``ctx.checkpoints_dir``).
+        count_tokens: how the Trainer counts ``num_input_tokens_seen``: "all", "non_padding", or "no" for
+            trainers that count on their own (GRPO counts prompt + completion tokens itself).
+    """
+    use_cpu, bf16 = resolve_device(cfg.device)
+    return dict(
+        output_dir=str(ctx.checkpoints_dir),
+        max_steps=cfg.max_steps,
+        per_device_train_batch_size=cfg.batch_size,
+        gradient_accumulation_steps=cfg.grad_accum,
+        learning_rate=cfg.lr,
+        lr_scheduler_type=cfg.lr_schedule,
+        warmup_steps=cfg.warmup_steps,
+        weight_decay=cfg.weight_decay,
+        max_grad_norm=cfg.max_grad_norm,
+        logging_strategy="steps",
+        logging_steps=cfg.logging_steps,
+        save_strategy="steps",
+        save_steps=cfg.save_steps,
+        # Rotation is ours (checkpoint.prune_checkpoints): the Trainer's own rotation runs before our
+        # completion marker exists and could delete the last complete checkpoint.
+        save_total_limit=None,
+        seed=ctx.seed,
+        data_seed=ctx.seed,
+        use_cpu=use_cpu,
+        bf16=bf16,
+        fp16=False,
+        gradient_checkpointing=cfg.gradient_checkpointing,
+        include_num_input_tokens_seen=count_tokens,
+        report_to="none",
+        disable_tqdm=False,
+        dataloader_num_workers=0,
+        save_only_model=False,
+    )
+
+
+def train_with_resume(trainer: Trainer, cfg: TrainStageConfig, ctx: StageContext) -> dict[str, Any]:
+    """Train, resuming from the latest complete checkpoint in ``ctx.checkpoints_dir``; report the run.
+
+    The recipe builds its trainer; this function attaches the metrics and checkpoint callbacks,
+    picks the checkpoint to resume from, runs the loop and returns the common result fields.
+    """
+    from weightsmith.training.callbacks import CheckpointCommitCallback, MetricsCallback
+    from weightsmith.training.checkpoint import latest_complete_checkpoint, remove_incomplete_checkpoints
+
+    metrics = MetricsCallback(ctx.metrics_path)
+    trainer.add_callback(metrics)
+    trainer.add_callback(CheckpointCommitCallback(keep=cfg.keep_checkpoints))
+
+    remove_incomplete_checkpoints(ctx.checkpoints_dir)
+    resume = latest_complete_checkpoint(ctx.checkpoints_dir)
+    trainer.train(resume_from_checkpoint=str(resume.path) if resume else None)
+
+    state = trainer.state
+    return {
+        "steps": int(state.global_step),
+        "final_loss": metrics.last_loss,
+        "train_tokens": int(state.num_input_tokens_seen),
+        "resumed_from_step": resume.step if resume else None,
+    }
+
+
+def lora_config(settings: LoraSettings | None):
+    """A ``peft.LoraConfig`` for causal LM training, or None for full fine-tuning."""
+    if settings is None:
+        return None
+    from peft import LoraConfig
+
+    return LoraConfig(
+        r=settings.r,
+        lora_alpha=settings.alpha,
+        lora_dropout=settings.dropout,
+        target_modules=settings.target_modules,
+        task_type="CAUSAL_LM",
+    )
+
+
+def load_causal_lm(model_dir: Path, kind: str) -> PreTrainedModel:
+    """Load a causal LM from a local directory in fp32 (bf16 autocast is the Trainer's job on GPU)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    try:
+        return AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32)
+    except (ValueError, KeyError, OSError) as exc:
+        raise UserError(f"stage '{kind}': cannot load a causal language model from {model_dir} ({exc}).") from exc
+
+
+def load_tokenizer(path: Path, kind: str, need_chat_template: bool = False) -> PreTrainedTokenizerBase:
+    """Load a tokenizer; chat stages also need its chat template."""
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(path))
+    except (ValueError, OSError) as exc:
+        raise UserError(f"stage '{kind}': cannot load a tokenizer from {path} ({exc}).") from exc
+    if tokenizer.eos_token is None:
+        raise UserError(f"stage '{kind}': the tokenizer in {path} has no eos_token; train one with the tokenizer stage.")
+    if need_chat_template and not tokenizer.chat_template:
+        raise UserError(
+            f"stage '{kind}' trains on chat data but the tokenizer in {path} has no chat template; "
+            "use a tokenizer from the tokenizer stage or one that ships a chat template."
+        )
+    return tokenizer
+
+
+def save_model_dir(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, output_dir: Path) -> None:
+    """Write a plain HF model directory: merged weights (safetensors), tokenizer, generation config.
+
+    LoRA adapters are merged into the base so the directory opens with ``from_pretrained`` as is.
+    The directory is built next to ``output_dir`` and renamed into place, so a crash never leaves
+    a half-written model where the platform expects a finished one.
+    """
+    import torch
+
+    if hasattr(model, "merge_and_unload"):  # a peft model
+        model = model.merge_and_unload()
+    model = model.to(torch.float32) if model.dtype != torch.float32 else model
+
+    # The ids must agree with the tokenizer, or a served model does not stop where it was trained to.
+    for config in (model.config, model.generation_config):
+        config.eos_token_id = tokenizer.eos_token_id
+        config.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        config.bos_token_id = tokenizer.bos_token_id
+
+    write_dir_atomically(output_dir, lambda tmp: (model.save_pretrained(tmp), tokenizer.save_pretrained(tmp)))
+
+
+def write_dir_atomically(output_dir: Path, write) -> None:
+    """Call ``write(tmp_dir)`` then rename the finished ``tmp_dir`` onto ``output_dir``."""
+    output_dir = Path(output_dir)
+    output_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = output_dir.parent / f".{output_dir.name}.partial-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        write(str(tmp))
+        if output_dir.exists():
+            output_dir.rmdir()  # empty (checked before training); rename cannot replace a non-empty dir
+        os.replace(tmp, output_dir)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

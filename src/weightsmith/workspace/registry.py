@@ -1,0 +1,168 @@
+"""Model registry verbs: register a version with lineage, list, show, resolve a reference."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+
+from weightsmith.errors import UserError, closest
+from weightsmith.workspace import Workspace
+from weightsmith.workspace.models import (
+    DatasetVersion,
+    Model,
+    ModelVersion,
+    ModelVersionData,
+    Run,
+)
+
+
+def is_model_dir(path: Path) -> bool:
+    """A directory ``from_pretrained`` can open: a config.json naming a model type, and weights."""
+    config = path / "config.json"
+    if not config.is_file():
+        return False
+    try:
+        if "model_type" not in json.loads(config.read_text()):
+            return False
+    except (OSError, ValueError):
+        return False
+    return any(path.glob("*.safetensors")) or (path / "model.safetensors.index.json").exists()
+
+
+def register_version(
+    ws: Workspace,
+    name: str,
+    src_dir: Path,
+    *,
+    stage: str,
+    parent_id: int | None = None,
+    run_id: int | None = None,
+    dataset_version_ids: list[int] = (),
+    source: str | None = None,
+    move: bool = False,
+    meta: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Store ``src_dir`` in the artifact store and record it as the next version of ``name``."""
+    digest, stored = ws.store.put_tree(Path(src_dir), move=move)
+    with ws.session() as s:
+        model = s.scalar(select(Model).where(Model.project_id == ws.project_id, Model.name == name))
+        if model is None:
+            model = Model(project_id=ws.project_id, name=name)
+            s.add(model)
+            s.flush()
+        mv = ModelVersion(
+            model=model,
+            version=max((v.version for v in model.versions), default=0) + 1,
+            stage=stage,
+            path=str(stored),
+            hash=digest,
+            parent_id=parent_id,
+            run_id=run_id,
+            source=source,
+            meta=meta or {},
+        )
+        s.add(mv)
+        s.flush()
+        for dv_id in dict.fromkeys(dataset_version_ids):
+            s.add(ModelVersionData(model_version_id=mv.id, dataset_version_id=dv_id))
+        s.flush()
+        return version_dict(s, mv)
+
+
+def version_dict(s, mv: ModelVersion, *, lineage: bool = False) -> dict[str, Any]:
+    parent = s.get(ModelVersion, mv.parent_id) if mv.parent_id else None
+    data = s.scalars(
+        select(DatasetVersion)
+        .join(ModelVersionData, ModelVersionData.dataset_version_id == DatasetVersion.id)
+        .where(ModelVersionData.model_version_id == mv.id)
+    ).all()
+    out: dict[str, Any] = {
+        "id": mv.id,
+        "name": mv.model.name,
+        "version": mv.version,
+        "ref": f"{mv.model.name}@v{mv.version}",
+        "stage": mv.stage,
+        "path": mv.path,
+        "hash": mv.hash,
+        "parent": f"{parent.model.name}@v{parent.version}" if parent else None,
+        "run": mv.run_id,
+        "job": s.get(Run, mv.run_id).job_id if mv.run_id else None,
+        "data": [f"{dv.dataset.name}@v{dv.version}" for dv in data],
+        "source": mv.source,
+        "created_at": mv.created_at.isoformat(timespec="seconds") + "Z",
+    }
+    if lineage:
+        chain = []
+        node = mv
+        while node is not None:
+            run = s.get(Run, node.run_id) if node.run_id else None
+            chain.append(
+                {
+                    "ref": f"{node.model.name}@v{node.version}",
+                    "stage": node.stage,
+                    "run": node.run_id,
+                    "data": [
+                        f"{dv.dataset.name}@v{dv.version}"
+                        for dv in s.scalars(
+                            select(DatasetVersion)
+                            .join(ModelVersionData, ModelVersionData.dataset_version_id == DatasetVersion.id)
+                            .where(ModelVersionData.model_version_id == node.id)
+                        ).all()
+                    ],
+                    "config": run.config.get("config", {}) if run else {},
+                    "source": node.source,
+                }
+            )
+            node = s.get(ModelVersion, node.parent_id) if node.parent_id else None
+        out["lineage"] = chain
+    return out
+
+
+def list_versions(ws: Workspace) -> list[dict[str, Any]]:
+    with ws.session() as s:
+        rows = s.scalars(
+            select(ModelVersion).join(Model).where(Model.project_id == ws.project_id).order_by(Model.name, ModelVersion.version)
+        ).all()
+        return [version_dict(s, mv) for mv in rows]
+
+
+def _find_version(s, ws: Workspace, ref: str) -> ModelVersion:
+    name, _, ver = ref.partition("@")
+    model = s.scalar(select(Model).where(Model.project_id == ws.project_id, Model.name == name))
+    if model is None or not model.versions:
+        known = s.scalars(select(Model.name).where(Model.project_id == ws.project_id)).all()
+        raise UserError(f"no model named '{name}'{closest(name, known)}; 'weightsmith models list' shows them.")
+    if not ver or ver == "latest":
+        return model.versions[-1]
+    text = ver[1:] if ver.startswith("v") else ver
+    if not text.isdigit():
+        raise UserError(f"'{ref}': name a version as {name}@vN (e.g. {name}@v1).")
+    for mv in model.versions:
+        if mv.version == int(text):
+            return mv
+    raise UserError(f"model '{name}' has no version v{text}; it has v1..v{model.versions[-1].version}.")
+
+
+def show_version(ws: Workspace, ref: str) -> dict[str, Any]:
+    with ws.session() as s:
+        return version_dict(s, _find_version(s, ws, ref), lineage=True)
+
+
+def resolve_model(ws: Workspace, ref: str) -> dict[str, Any]:
+    """``NAME``, ``NAME@vN`` or a local HF model directory → {"path", "id"|None, "ref"}."""
+    path = Path(ref).expanduser()
+    if "@" not in ref and (path.is_dir() or "/" in ref or ref.startswith(".")):
+        if not path.is_dir():
+            raise UserError(f"model path '{ref}' does not exist.")
+        if not is_model_dir(path):
+            raise UserError(
+                f"'{ref}' is not a model directory (it needs a config.json with a model_type and "
+                "*.safetensors weights, as save_pretrained writes)."
+            )
+        return {"path": str(path.resolve()), "id": None, "ref": str(path.resolve())}
+    with ws.session() as s:
+        mv = _find_version(s, ws, ref)
+        return {"path": mv.path, "id": mv.id, "ref": f"{mv.model.name}@v{mv.version}"}

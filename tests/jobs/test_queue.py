@@ -1,0 +1,117 @@
+"""The queue's state machine, DAG ordering, cancel/retry, stale reaping, concurrent claims."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import time
+
+import pytest
+
+from weightsmith.errors import UserError
+from weightsmith.jobs import queue
+from weightsmith.workspace import Workspace
+from weightsmith.workspace.models import Job
+
+
+def _submit(ws, stage, deps=(), key=None):
+    job, _ = queue.submit_job(ws, kind="sft", stage=stage, payload={"x": stage}, depends_on=list(deps), idempotency_key=key)
+    return job["id"]
+
+
+def test_claim_runs_through_states(ws):
+    jid = _submit(ws, "a")
+    job = queue.claim_next(ws, "w1")
+    assert job["id"] == jid and job["state"] == "running" and job["attempts"] == 1
+    assert queue.claim_next(ws, "w2") is None  # nothing else to take
+    token = _token(ws, jid)
+    queue.finish_job(ws, jid, token, "succeeded")
+    assert queue.show_job(ws, jid)["state"] == "succeeded"
+
+
+def test_dag_order_and_failure_cancels_dependants(ws):
+    a = _submit(ws, "a")
+    b = _submit(ws, "b", [a])
+    c = _submit(ws, "c", [b])
+    d = _submit(ws, "d")  # independent
+    first = queue.claim_next(ws, "w")
+    assert first["id"] == a
+    second = queue.claim_next(ws, "w")
+    assert second["id"] == d  # b waits for a
+    queue.finish_job(ws, d, _token(ws, d), "succeeded")
+    assert queue.claim_next(ws, "w") is None
+    queue.finish_job(ws, a, _token(ws, a), "failed", "boom")
+    states = {j["stage"]: (j["state"], j["error"]) for j in queue.list_jobs(ws)}
+    assert states["b"][0] == "cancelled" and "upstream stage 'a'" in states["b"][1]
+    assert states["c"][0] == "cancelled"
+    # Retrying the failed job re-queues what it took down, in order.
+    queue.retry_job(ws, a)
+    states = {j["stage"]: j["state"] for j in queue.list_jobs(ws)}
+    assert states == {"a": "queued", "b": "queued", "c": "queued", "d": "succeeded"}
+    assert queue.claim_next(ws, "w")["id"] == a
+    queue.finish_job(ws, a, _token(ws, a), "succeeded")
+    assert queue.claim_next(ws, "w")["id"] == b
+
+
+def test_idempotency_key_returns_existing_job(ws):
+    first, created = queue.submit_job(ws, kind="sft", stage="a", payload={}, idempotency_key="k1")
+    again, created_again = queue.submit_job(ws, kind="sft", stage="a", payload={}, idempotency_key="k1")
+    assert created and not created_again and again["id"] == first["id"]
+    assert len(queue.list_jobs(ws)) == 1
+
+
+def test_cancel_queued_and_running(ws):
+    a = _submit(ws, "a")
+    b = _submit(ws, "b", [a])
+    queue.claim_next(ws, "w")
+    running = queue.cancel_job(ws, a)
+    assert running["state"] == "running"  # the worker stops it
+    assert queue.heartbeat(ws, a, _token(ws, a)) is True
+    queued = queue.cancel_job(ws, b)
+    assert queued["state"] == "cancelled"
+    with pytest.raises(UserError, match="already cancelled"):
+        queue.cancel_job(ws, b)
+    with pytest.raises(UserError, match="only failed or cancelled"):
+        queue.retry_job(ws, a)
+    with pytest.raises(UserError, match="no job 99"):
+        queue.show_job(ws, 99)
+
+
+def test_stale_running_job_is_requeued(ws):
+    a = _submit(ws, "a")
+    queue.claim_next(ws, "dead-worker")
+    assert queue.reap_stale(ws, timeout_s=3600) == []
+    time.sleep(1.1)
+    assert queue.reap_stale(ws, timeout_s=1) == [a]
+    job = queue.claim_next(ws, "w2")
+    assert job["id"] == a and job["attempts"] == 2 and job["worker"] == "w2"
+
+
+def _token(ws, job_id):
+    with ws.session() as s:
+        return s.get(Job, job_id).claim_token
+
+
+def _claimer(root: str, name: str, out) -> None:
+    ws = Workspace.open(root)
+    got = []
+    while True:
+        job = queue.claim_next(ws, name)
+        if job is None:
+            break
+        got.append(job["id"])
+    out.put(got)
+
+
+def test_two_concurrent_workers_never_claim_the_same_job(ws, ws_dir):
+    ids = {_submit(ws, f"s{i}") for i in range(40)}
+    ctx = mp.get_context("spawn")
+    out = ctx.Queue()
+    procs = [ctx.Process(target=_claimer, args=(str(ws_dir), f"w{i}", out)) for i in range(2)]
+    for p in procs:
+        p.start()
+    results = [out.get(timeout=120) for _ in procs]
+    for p in procs:
+        p.join(timeout=30)
+    claimed = results[0] + results[1]
+    assert sorted(claimed) == sorted(ids)  # every job exactly once
+    assert len(set(results[0]) & set(results[1])) == 0
