@@ -7,6 +7,8 @@ unchanged. A few seconds of training on four conversations gives it sharp, known
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
@@ -63,9 +65,16 @@ def _train(model: LlamaForCausalLM, tokenizer: PreTrainedTokenizerFast, steps: i
     assert loss.item() < 0.1, f"tiny model did not memorise its answers (loss {loss.item():.3f})"
 
 
+@dataclass(frozen=True)
+class TinyChatModel:
+    path: str
+    chats: dict[str, str]  # user message -> the assistant answer it learned
+    plain: dict[str, str]  # plain-text prompt -> the continuation it learned
+
+
 @pytest.fixture(scope="session")
-def tiny_chat_model(tmp_path_factory) -> str:
-    """Directory of a 2-layer Llama (width 64) and its tokenizer that answer CHATS and PLAIN."""
+def tiny_chat_model(tmp_path_factory) -> TinyChatModel:
+    """A 2-layer Llama (width 64) and its tokenizer, saved in a directory, that answer CHATS and PLAIN."""
     torch.manual_seed(0)
     tokenizer = _build_tokenizer()
     config = LlamaConfig(
@@ -85,4 +94,4 @@ def tiny_chat_model(tmp_path_factory) -> str:
     directory = tmp_path_factory.mktemp("tiny_chat_model")
     model.save_pretrained(directory)
     tokenizer.save_pretrained(directory)
-    return str(directory)
+    return TinyChatModel(path=str(directory), chats=dict(CHATS), plain=dict(PLAIN))

@@ -282,7 +282,8 @@ def _list_folder(root: Path, shown: str, fmt: str, collector: _Collector) -> lis
     def unreadable(exc: OSError) -> None:
         if Path(exc.filename) == root:
             raise UserError(f"{shown}: cannot read the folder ({exc.strerror}); check its permissions.")
-        collector.error(str(Path(shown) / Path(exc.filename).relative_to(root)), f"cannot read the folder ({exc.strerror})")
+        name = str(Path(shown) / Path(exc.filename).relative_to(root))
+        collector.error(name, f"cannot read the folder ({exc.strerror}); check its permissions")
 
     found: list[tuple[str, Path]] = []
     others: set[str] = set()
@@ -395,8 +396,10 @@ def _jq_hint(name: str) -> str:
 
 
 def _is_one_json_document(data: bytes) -> bool:
+    if b"\n" not in data.strip():
+        return False  # one line: its own error says more
     try:
-        json.loads(data)
+        json.loads(data, parse_constant=_reject_constant)
     except (ValueError, RecursionError):  # JSONDecodeError and UnicodeDecodeError alike
         return False
     return True

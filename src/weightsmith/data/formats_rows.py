@@ -17,11 +17,22 @@ ROLES = ("system", "user", "assistant", "tool")
 
 # Which optional message keys each role may carry (OpenAI chat format). ``weight`` is
 # OpenAI's per-assistant-turn training switch (0 or 1), meaningful only in SFT data.
-_MESSAGE_KEYS = ("role", "content", "name", "tool_calls", "tool_call_id", "weight")
+_MESSAGE_KEYS = ("role", "content", "name", "tool_calls", "tool_call_id", "weight")  # required first
 _ROLES_FOR_KEY = {
     "tool_calls": ("assistant",),
     "tool_call_id": ("tool",),
     "weight": ("assistant",),
+}
+
+# Roles from other layouts (OpenAI's newer 'developer', ShareGPT, Gemini) that difflib
+# cannot match to ours.
+_ROLE_SYNONYMS = {
+    "developer": "system",
+    "function": "tool",
+    "human": "user",
+    "gpt": "assistant",
+    "model": "assistant",
+    "bot": "assistant",
 }
 
 # GRPO passes these to reward functions itself (or drops them), so a dataset column with
@@ -150,23 +161,22 @@ def _check_message(value: object, where: str, problems: Problems, allow_weight: 
     # An assistant turn that only calls tools has no text: OpenAI writes content null or leaves it out.
     calls_tools = role == "assistant" and "tool_calls" in value
     required = ("role",) if calls_tools else ("role", "content")
-    optional = tuple(k for k in _MESSAGE_KEYS if k not in required)
-    missing = check_keys(value, where, required, optional, problems)
+    missing = check_keys(value, where, required, _MESSAGE_KEYS[len(required):], problems)
     if "role" in missing:
         return None
 
     if not isinstance(role, str):
         problems.append(f"'{where}.role' must be a string, got {json_kind(role)}")
     elif role not in ROLES:
-        problems.append(
-            f"'{where}.role' is '{role}', not a known role{closest(role, ROLES)}; "
-            f"use one of {', '.join(ROLES)}"
-        )
+        hint = closest(role, ROLES)
+        if not hint and role.lower() in _ROLE_SYNONYMS:
+            hint = f" (did you mean '{_ROLE_SYNONYMS[role.lower()]}'?)"
+        problems.append(f"'{where}.role' is '{role}', not a known role{hint}; use one of {', '.join(ROLES)}")
     else:
         for key, roles in _ROLES_FOR_KEY.items():
             if key in value and role not in roles:
                 problems.append(f"'{where}.{key}' is only allowed on {' or '.join(roles)} messages")
-        if "weight" in value and not allow_weight:
+        if "weight" in value and role == "assistant" and not allow_weight:
             problems.append(f"'{where}.weight' is only used in chat SFT data; remove it")
 
     content = value.get("content")
@@ -192,7 +202,7 @@ def _check_message(value: object, where: str, problems: Problems, allow_weight: 
         if type(weight) is not int or weight not in (0, 1):
             problems.append(f"'{where}.weight' must be 0 or 1, got {weight!r}")
         message["weight"] = weight
-    if "tool_calls" in value:
+    if "tool_calls" in value and role == "assistant":
         message["tool_calls"] = _check_tool_calls(value["tool_calls"], f"{where}.tool_calls", problems)
     return message
 
@@ -290,6 +300,12 @@ def check_text_row(obj: dict, problems: Problems) -> dict | None:
 def check_chat_row(obj: dict, problems: Problems) -> dict | None:
     """Chat SFT: ``{"messages": [...], "tools"?: [...]}`` ending with the assistant's reply."""
     before = len(problems)
+    if "conversations" in obj and "messages" not in obj:
+        problems.append(
+            "this looks like ShareGPT ('conversations' of {\"from\", \"value\"}); rename it to "
+            "'messages' with {\"role\", \"content\"} (human -> user, gpt -> assistant)"
+        )
+        return None
     missing = check_keys(obj, "", ("messages",), ("tools",), problems, shape=CHAT_SHAPE)
     row: dict = {}
     if "messages" not in missing:

@@ -11,8 +11,6 @@ import functools
 import json
 import re
 
-import jsonschema
-
 from weightsmith.errors import UserError
 from weightsmith.rewards import completion_text, reward
 
@@ -39,9 +37,14 @@ def regex_match(completions: list, pattern: list[str], **_: object) -> list[floa
     return [float(_compile_pattern(str(p)).search(completion_text(c)) is not None) for c, p in zip(completions, pattern)]
 
 
+def _reject_constant(name: str) -> object:
+    # Python's json module accepts NaN and Infinity; JSON does not, and neither would the consumer.
+    raise ValueError(f"{name} is not valid JSON")
+
+
 def _parse_json(text: str) -> tuple[bool, object]:
     try:
-        return True, json.loads(text)
+        return True, json.loads(text, parse_constant=_reject_constant)
     except ValueError:
         return False, None
 
@@ -57,7 +60,10 @@ def json_valid(completions: list, **_: object) -> list[float]:
 
 
 @functools.lru_cache(maxsize=64)
-def _validator_for(schema_json: str) -> jsonschema.protocols.Validator:
+def _validator_for(schema_json: str):
+    # Imported here: jsonschema costs a noticeable import, and only this metric needs it.
+    import jsonschema
+
     schema = json.loads(schema_json)
     validator_class = jsonschema.validators.validator_for(schema)
     try:

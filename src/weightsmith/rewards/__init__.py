@@ -22,7 +22,12 @@ _REGISTRY: dict[str, RewardFn] = {}
 
 # Modules whose import registers more rewards (shipped domains). Imported lazily so that a
 # plain `weightsmith data list` does not pay for them.
-_PLUGIN_MODULES = ["weightsmith.rewards.builtin", "weightsmith.domains.quill.verify"]
+_PLUGIN_MODULES = [
+    "weightsmith.rewards.builtin",
+    "weightsmith.evals.metrics",
+    "weightsmith.evals.judge",
+    "weightsmith.domains.quill.verify",
+]
 
 
 def reward(name: str) -> Callable[[RewardFn], RewardFn]:

@@ -16,9 +16,11 @@ from pathlib import Path
 from typing import Any
 
 # Trainer log keys renamed to our row schema.
-_RENAMES = {"learning_rate": "lr"}
+_RENAMES = {"learning_rate": "lr", "num_input_tokens_seen": "train_tokens"}
 # Keys the Trainer logs that describe the whole run, not a step (they go to result.json instead).
 _RUN_SUMMARY_KEYS = {"train_runtime", "train_samples_per_second", "train_steps_per_second", "train_loss", "total_flos"}
+# The Trainer's throughput is averaged since the process started; ours (tokens_per_sec) is per interval.
+_DROPPED_KEYS = _RUN_SUMMARY_KEYS | {"train_tokens_per_second"}
 
 
 def _last_logged_step(path: Path) -> int:
@@ -39,7 +41,7 @@ def metrics_row(step: int, logs: dict[str, Any], tokens_per_sec: float) -> dict[
     """Our row schema from a Trainer ``logs`` dict: renamed keys, numeric values only."""
     row: dict[str, Any] = {"step": int(step)}
     for key, value in logs.items():
-        if key in _RUN_SUMMARY_KEYS or isinstance(value, bool) or not isinstance(value, (int, float)):
+        if key in _DROPPED_KEYS or isinstance(value, bool) or not isinstance(value, (int, float)):
             continue
         if key != "step":
             row[_RENAMES.get(key, key)] = float(value)

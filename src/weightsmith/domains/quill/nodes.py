@@ -13,6 +13,7 @@ from typing import Union
 @dataclass(frozen=True)
 class Num:
     value: float
+    text: str = field(default="", compare=False)  # as written; windows must be integer literals
     line: int = field(default=0, compare=False)
     col: int = field(default=0, compare=False)
 
@@ -45,6 +46,7 @@ class Signal:
     expr: Expr
     line: int = field(default=0, compare=False)
     col: int = field(default=0, compare=False)
+    name_col: int = field(default=0, compare=False)
 
 
 @dataclass(frozen=True)
@@ -53,6 +55,7 @@ class Filter:
     expr: Expr
     line: int = field(default=0, compare=False)
     col: int = field(default=0, compare=False)
+    name_col: int = field(default=0, compare=False)
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,7 @@ class Arg:
     kind: str
     doc: str
     choices: tuple = ()  # values the generator and the manual pick from (windows, scalars)
+    positive: bool = False  # a scalar that must be > 0
 
 
 @dataclass(frozen=True)
@@ -221,7 +222,7 @@ _TABLE = [
         k.scale, ["scale(demean(returns))", "scale(rank(close) - 0.5)"],
         ["{x} scaled to unit gross exposure", "{x} scaled so its absolute values sum to 1",
          "{x} normalized by its daily sum of absolute values"]),
-    _op("winsorize", "cross-sectional", [X, Arg("k", "scalar", "number of standard deviations", (2, 3))],
+    _op("winsorize", "cross-sectional", [X, Arg("k", "scalar", "number of standard deviations", (2, 3), positive=True)],
         "clip outliers across assets",
         "winsorize(x, k) clips x to mean +- k standard deviations, computed over the assets of the same "
         "day (population std). k is a number literal. " + _NAN_CS,

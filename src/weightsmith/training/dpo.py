@@ -1,0 +1,100 @@
+"""Stage `dpo`: direct preference optimization against the frozen input model.
+
+TRL's DPOTrainer. The reference model is the input model itself: with LoRA, the policy with its
+adapters switched off; for full fine-tuning, a second copy that DPOTrainer loads from the
+model's ``name_or_path`` — which is ``model_path``, because we load the policy from there. On a
+resume the policy comes from the checkpoint and the reference still from ``model_path``.
+
+Rows are TRL's plain (strings, concatenated as is) or conversational format (messages, rendered
+with the chat template); one dataset uses one of the two.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from weightsmith.errors import UserError
+from weightsmith.training.common import (
+    FineTuneConfig,
+    StageContext,
+    StageInputs,
+    load_causal_lm,
+    load_tokenizer,
+    lora_config,
+    prepare_output_dir,
+    read_rows,
+    require_model_dir,
+    save_model_dir,
+    tokenizer_dir,
+    train_with_resume,
+    trainer_arguments,
+)
+
+_PREFERENCE_KEYS = ("prompt", "chosen", "rejected")
+
+
+class Config(FineTuneConfig):
+    lr: float = Field(5e-6, gt=0.0, description="Peak learning rate (AdamW).")
+    max_length: int = Field(512, ge=8, description="Tokens per prompt + response; longer pairs are truncated.")
+    beta: float = Field(0.1, gt=0.0, description="Strength of the pull towards the reference model (higher = closer).")
+    loss_type: Literal["sigmoid", "ipo", "hinge", "robust"] = Field(
+        "sigmoid", description="DPO loss variant: sigmoid (the DPO paper), ipo, hinge or robust."
+    )
+
+
+def check_preferences(rows: list[dict], data_path: object) -> tuple[list[dict], bool]:
+    """Keep prompt/chosen/rejected of each row; return them and whether they are conversational."""
+    pairs, conversational = [], None
+    for line_number, row in enumerate(rows, start=1):
+        kinds = {isinstance(row[key], list) for key in _PREFERENCE_KEYS}
+        valid = all(isinstance(row[key], (str, list)) for key in _PREFERENCE_KEYS)
+        if not valid or len(kinds) != 1:
+            raise UserError(
+                f"{data_path}, row {line_number}: prompt, chosen and rejected must all be strings or all be "
+                "message lists."
+            )
+        row_conversational = kinds.pop()
+        if conversational is None:
+            conversational = row_conversational
+        elif conversational != row_conversational:
+            raise UserError(
+                f"{data_path}, row {line_number}: mixes plain and conversational rows; use one format per dataset."
+            )
+        pairs.append({key: row[key] for key in _PREFERENCE_KEYS})
+    return pairs, bool(conversational)
+
+
+def run(cfg: Config, inputs: StageInputs, ctx: StageContext) -> dict:
+    rows = read_rows(inputs, "dpo", "preference")
+    pairs, conversational = check_preferences(rows, inputs.data_path)
+    model_dir = require_model_dir(inputs, "dpo")
+    tokenizer_path = tokenizer_dir(inputs, "dpo", model_dir)
+    prepare_output_dir(ctx)
+
+    from datasets import Dataset
+    from transformers import set_seed
+    from trl import DPOConfig, DPOTrainer
+
+    set_seed(ctx.seed)
+    tokenizer = load_tokenizer(tokenizer_path, "dpo", need_chat_template=conversational)
+    model = load_causal_lm(model_dir, "dpo")
+
+    args = DPOConfig(
+        **trainer_arguments(cfg, ctx),
+        max_length=cfg.max_length,
+        beta=cfg.beta,
+        loss_type=[cfg.loss_type],
+    )
+    trainer = DPOTrainer(
+        model=model,
+        ref_model=None,  # built from model_path (full) or the adapter-free policy (LoRA); see module doc
+        args=args,
+        train_dataset=Dataset.from_list(pairs),
+        processing_class=tokenizer,
+        peft_config=lora_config(cfg.lora),
+    )
+    result = train_with_resume(trainer, cfg, ctx)
+    save_model_dir(trainer.model, tokenizer, ctx.output_dir)
+    return {**result, "lora": cfg.lora is not None}

@@ -1,0 +1,100 @@
+"""Stage `pretrain`: a Llama causal LM from scratch on a text dataset, with the stage's tokenizer.
+
+Flow: check inputs -> tokenizer -> model of the named size -> pack the corpus into seq_len blocks
+-> train (resuming from work_dir's latest complete checkpoint) -> save. `cpt` reuses
+:func:`train_on_text` with a loaded model instead of a fresh one.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import Field
+
+from weightsmith.errors import UserError
+from weightsmith.training.common import (
+    StageContext,
+    StageInputs,
+    TrainStageConfig,
+    load_tokenizer,
+    prepare_output_dir,
+    read_rows,
+    save_model_dir,
+    tokenizer_dir,
+    train_with_resume,
+    trainer_arguments,
+)
+from weightsmith.training.models import MODEL_SIZES
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+
+class Config(TrainStageConfig):
+    size: Literal[tuple(MODEL_SIZES)] = Field(  # type: ignore[valid-type]
+        "tiny", description=f"Named model size: {', '.join(MODEL_SIZES)} (tiny/small run on a laptop CPU)."
+    )
+    seq_len: int = Field(128, ge=8, description="Tokens per packed training block.")
+    # From-scratch training of small models likes a larger step than fine-tuning.
+    lr: float = Field(1e-3, gt=0.0, description="Peak learning rate (AdamW).")
+    warmup_steps: int = Field(5, ge=0, description="Steps of linear warmup from 0 to lr.")
+    weight_decay: float = Field(0.1, ge=0.0, description="AdamW decoupled weight decay.")
+
+
+def run(cfg: Config, inputs: StageInputs, ctx: StageContext) -> dict:
+    # Inputs first, before any heavy import: a user mistake costs no compute.
+    rows = read_rows(inputs, "pretrain", "text")
+    tokenizer_path = tokenizer_dir(inputs, "pretrain", model_dir=None)
+    prepare_output_dir(ctx)
+
+    from transformers import set_seed
+
+    from weightsmith.training.models import build_model
+
+    # The seed fixes the initial weights; on resume they are replaced by the checkpoint's.
+    set_seed(ctx.seed)
+    tokenizer = load_tokenizer(tokenizer_path, "pretrain")
+    # Some tokenizers report an "unlimited" model_max_length (1e30); the model records a real bound.
+    max_positions = max(cfg.seq_len, min(int(tokenizer.model_max_length), 32768))
+    model = build_model(cfg.size, tokenizer, max_positions=max_positions)
+    return train_on_text(model, tokenizer, rows, cfg, ctx, kind="pretrain")
+
+
+def train_on_text(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    rows: list[dict[str, Any]],
+    cfg: TrainStageConfig,
+    ctx: StageContext,
+    kind: str,
+) -> dict:
+    """Causal-LM training on packed text, then save ``model`` + ``tokenizer`` to ``ctx.output_dir``."""
+    from datasets import Dataset
+    from transformers import Trainer, TrainingArguments
+
+    from weightsmith.data.packing import collate_packed_blocks, pack_token_ids
+
+    seq_len = cfg.seq_len  # type: ignore[attr-defined]  (pretrain and cpt configs both carry it)
+    texts = [str(row["text"]) for row in rows]
+    token_ids = tokenizer(texts, add_special_tokens=False)["input_ids"]
+    blocks = pack_token_ids(token_ids, seq_len=seq_len, eos_id=tokenizer.eos_token_id)
+    if len(blocks) == 0:
+        total = sum(len(ids) + 1 for ids in token_ids)
+        raise UserError(
+            f"stage '{kind}': the dataset has {total} tokens, fewer than one block of seq_len={seq_len}; "
+            "add text or lower seq_len."
+        )
+    dataset = Dataset.from_dict({"input_ids": blocks})
+
+    # Packed blocks have no padding, so every input token counts.
+    args = TrainingArguments(**trainer_arguments(cfg, ctx, count_tokens="all"))
+    trainer = Trainer(
+        model=model,
+        args=args,
+        train_dataset=dataset,
+        data_collator=collate_packed_blocks,
+        processing_class=tokenizer,
+    )
+    result = train_with_resume(trainer, cfg, ctx)
+    save_model_dir(trainer.model, tokenizer, ctx.output_dir)
+    return {**result, "train_blocks": len(blocks), "seq_len": seq_len}

@@ -1,0 +1,115 @@
+"""Run one training stage from a spec file: ``python -m weightsmith.training.runner SPEC.json``.
+
+The job system runs every stage this way, as a subprocess. The spec::
+
+    {"kind": "sft", "config": {...}, "inputs": {"data_path", "data_format", "model_path", "tokenizer_path"},
+     "work_dir": "...", "output_dir": "...", "seed": 0, "metrics_path": "...", "result_path": "..."}
+
+Exit codes: 0 with ``result_path`` written; 2 on a user mistake (one sentence on stderr, nothing in
+``output_dir``); 1 on anything else (traceback on stderr). A rerun with the same spec resumes
+from the latest complete checkpoint in ``work_dir/checkpoints``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from weightsmith.errors import UserError
+from weightsmith.training import STAGE_KINDS, recipe_module, validate_stage_config
+from weightsmith.training.common import StageContext, StageInputs
+
+
+class StageSpec(BaseModel):
+    """The spec file, as the job system writes it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: str = Field(description=f"One of {', '.join(STAGE_KINDS)}.")
+    config: dict[str, Any] = Field(default_factory=dict, description="The stage's hyperparameters.")
+    inputs: StageInputs = Field(default_factory=StageInputs)
+    work_dir: Path
+    output_dir: Path
+    seed: int = 0
+    metrics_path: Path
+    result_path: Path
+
+
+def load_spec(path: Path) -> StageSpec:
+    try:
+        raw = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise UserError(f"spec file {path} does not exist.") from exc
+    except json.JSONDecodeError as exc:
+        raise UserError(f"spec file {path} is not valid JSON (line {exc.lineno}: {exc.msg}).") from exc
+    try:
+        spec = StageSpec.model_validate(raw)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        key = ".".join(str(part) for part in error["loc"])
+        raise UserError(f"spec file {path}: '{key}': {error['msg']}.") from exc
+    for name in ("work_dir", "output_dir", "metrics_path", "result_path"):
+        if not getattr(spec, name).is_absolute():
+            raise UserError(f"spec file {path}: '{name}' must be an absolute path, got {getattr(spec, name)}.")
+    return spec
+
+
+def run_spec(spec: StageSpec) -> dict[str, Any]:
+    """Validate the stage config, run the recipe and return its result (with kind and output_dir)."""
+    cfg = validate_stage_config(spec.kind, spec.config)
+    ctx = StageContext(
+        work_dir=spec.work_dir,
+        output_dir=spec.output_dir,
+        seed=spec.seed,
+        metrics_path=spec.metrics_path,
+        result_path=spec.result_path,
+    )
+    ctx.work_dir.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    result = recipe_module(spec.kind).run(cfg, spec.inputs, ctx)
+    return {
+        "kind": spec.kind,
+        **result,
+        "output_dir": str(ctx.output_dir),
+        "wall_seconds": round(time.perf_counter() - started, 3),
+    }
+
+
+def write_json_atomically(path: Path, payload: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 1:
+        print("usage: python -m weightsmith.training.runner SPEC.json", file=sys.stderr)
+        return 2
+    # Set before transformers/tokenizers load: no hub telemetry, and no tokenizer thread pool that
+    # would be forked into dataloader workers.
+    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        spec = load_spec(Path(argv[0]))
+        result = run_spec(spec)
+        write_json_atomically(spec.result_path, result)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return UserError.exit_code
+    except Exception:  # noqa: BLE001 - the job log gets the traceback, the job state gets exit 1
+        traceback.print_exc()
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,71 @@
+"""Pipeline YAML validation: every mistake is one sentence naming the key, before any compute."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+import yaml
+
+from helpers import EXAMPLES
+from weightsmith.config import load_pipeline
+from weightsmith.errors import UserError
+
+TINY = EXAMPLES / "tiny" / "pipeline.yaml"
+
+
+def test_tiny_pipeline_is_valid_and_ordered():
+    spec = load_pipeline(TINY)
+    assert [s.name for s in spec.stages] == ["tokenizer", "pretrain", "cpt", "sft", "dpo", "grpo"]
+    names = {s.name for s in spec.stages}
+    sft = next(s for s in spec.stages if s.name == "sft")
+    assert sft.upstream(names) == ["cpt"] and sft.config["lora"]["r"] == 8
+    assert sft.config["device"] == "cpu"  # from defaults
+    pretrain = next(s for s in spec.stages if s.name == "pretrain")
+    assert pretrain.upstream(names) == ["tokenizer"]
+
+
+def test_overrides_with_and_without_stages_prefix():
+    spec = load_pipeline(TINY, ["sft.max_steps=3", "stages.dpo.lr=0.5", "seed=7"])
+    by = {s.name: s for s in spec.stages}
+    assert by["sft"].config["max_steps"] == 3 and by["dpo"].config["lr"] == 0.5 and spec.seed == 7
+
+
+def _write(tmp_path, mutate):
+    raw = yaml.safe_load(TINY.read_text())
+    mutate(raw)
+    shutil.copytree(TINY.parent / "data", tmp_path / "data")
+    path = tmp_path / "pipeline.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+@pytest.mark.parametrize(
+    "mutate, expected",
+    [
+        (lambda r: r["stages"]["sft"].update(max_stepz=3), r"stages\.sft\.max_stepz: unknown key \(did you mean 'max_steps'\?\)"),
+        (lambda r: r["stages"]["sft"]["lora"].update(rank=3), r"stages\.sft\.lora\.rank: unknown key"),
+        (lambda r: r["stages"]["sft"].update(lr="fast"), r"stages\.sft\.lr: .*'fast'"),
+        (lambda r: r.update(stagez={}), r"unknown key 'stagez' \(did you mean 'stages'\?\)"),
+        (lambda r: r["stages"].update(sfft={"model": "cpt", "data": "tasks"}), r"unknown stage kind 'sfft' \(did you mean 'sft'\?\)"),
+        (lambda r: r["stages"]["sft"].pop("model"), r"stages\.sft: a sft stage needs 'model:'"),
+        (lambda r: r["stages"]["dpo"].update(after=["nope"]), r"stages\.dpo\.after: no stage 'nope'"),
+        (lambda r: r["stages"]["cpt"].update(model="sft"), r"cycle"),
+    ],
+)
+def test_bad_pipeline_keys_name_the_key(tmp_path, mutate, expected):
+    with pytest.raises(UserError, match=expected):
+        load_pipeline(_write(tmp_path, mutate))
+
+
+def test_bad_override_and_missing_file(tmp_path):
+    with pytest.raises(UserError, match="no stage 'sftt'.*did you mean 'sft'"):
+        load_pipeline(TINY, ["stages.sftt.max_steps=3"])
+    with pytest.raises(UserError, match="key=value"):
+        load_pipeline(TINY, ["max_steps"])
+    with pytest.raises(UserError, match="does not exist"):
+        load_pipeline(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\nstages: [unclosed\n")
+    with pytest.raises(UserError, match=r"bad\.yaml:\d+:\d+: not valid YAML"):
+        load_pipeline(bad)

@@ -1,0 +1,38 @@
+"""Helpers the tests share (importable because pytest puts tests/ on sys.path)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLES = REPO / "examples"
+
+
+class CLI:
+    """Runs ``weightsmith`` as a user would: a real subprocess in a workspace folder."""
+
+    def __init__(self, cwd: Path):
+        self.cwd = cwd
+
+    def __call__(self, *args: str, check: bool = True, timeout: float = 600, env: dict | None = None):
+        proc = subprocess.run(
+            [sys.executable, "-m", "weightsmith", *args],
+            cwd=self.cwd,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env={**os.environ, **(env or {})},
+        )
+        if check and proc.returncode != 0:
+            raise AssertionError(
+                f"weightsmith {' '.join(args)} exited {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr[-4000:]}"
+            )
+        return proc
+
+    def json(self, *args: str, **kw):
+        proc = self(*args, "--json", **kw)
+        return json.loads(proc.stdout)

@@ -1,0 +1,128 @@
+"""A stage SIGKILLed mid-training resumes from its last checkpoint when the job is retried,
+and ends with the same weights as a run that was never interrupted (CPU, same seed)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+
+import torch
+import yaml
+from safetensors.torch import load_file
+
+from helpers import CLI, EXAMPLES
+
+MAX_STEPS, SAVE_STEPS = 60, 10
+
+
+def _pipeline(tmp_path):
+    spec = {
+        "name": "resume",
+        "model": "resume",
+        "seed": 3,
+        "datasets": {"docs": {"path": str(EXAMPLES / "tiny" / "data" / "docs"), "format": "text"}},
+        "defaults": {"device": "cpu"},
+        "stages": {
+            "tokenizer": {"data": "docs", "vocab_size": 320, "min_frequency": 1},
+            "pretrain": {
+                "data": "docs", "tokenizer": "tokenizer", "size": "tiny", "seq_len": 32, "batch_size": 4,
+                "max_steps": MAX_STEPS, "save_steps": SAVE_STEPS, "logging_steps": 1,
+            },
+        },
+    }
+    path = tmp_path / "resume.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def _query(db, sql, *args):
+    con = sqlite3.connect(db, timeout=30)
+    try:
+        return con.execute(sql, args).fetchall()
+    finally:
+        con.close()
+
+
+def _wait(predicate, timeout=300, what="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_sigkill_mid_training_then_retry_resumes_and_matches(tmp_path):
+    pipeline = _pipeline(tmp_path)
+    ref_dir, kill_dir = tmp_path / "ref", tmp_path / "kill"
+    ref_dir.mkdir()
+    kill_dir.mkdir()
+
+    # The uninterrupted reference run.
+    ref = CLI(ref_dir)
+    ref("init")
+    ref_doc = ref.json("run", str(pipeline), timeout=600)
+    assert [j["state"] for j in ref_doc["jobs"]] == ["succeeded", "succeeded"]
+    ref_path = ref_doc["models"][0]["path"]
+
+    # The same pipeline, run by a separate worker process whose stage we SIGKILL mid-training.
+    cli = CLI(kill_dir)
+    cli("init")
+    doc = cli.json("run", str(pipeline), "--detach")
+    pretrain_job = doc["jobs"][1]["id"]
+    db = kill_dir / ".weightsmith" / "weightsmith.db"
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "weightsmith", "worker", "--poll", "0.2"],
+        cwd=kill_dir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )
+    try:
+        kill_after = 2 * SAVE_STEPS + 3  # two checkpoints written, still well before the end
+
+        def running_pid():
+            rows = _query(
+                db,
+                "SELECT r.pid, MAX(m.step) FROM runs r JOIN run_metrics m ON m.run_id = r.id "
+                "WHERE r.job_id = ? AND r.status = 'running' GROUP BY r.id",
+                pretrain_job,
+            )
+            return rows[0][0] if rows and rows[0][1] is not None and rows[0][1] >= kill_after else None
+
+        pid = _wait(running_pid, what="pretrain to pass the second checkpoint")
+        os.kill(pid, signal.SIGKILL)
+        state = _wait(
+            lambda: (_query(db, "SELECT state, error FROM jobs WHERE id = ?", pretrain_job) or [[None]])[0]
+            if _query(db, "SELECT state FROM jobs WHERE id = ?", pretrain_job)[0][0] == "failed" else None,
+            what="the killed job to be marked failed",
+        )
+        assert "signal 9" in state[1]
+        assert worker.poll() is None, "the worker must survive its stage being killed"
+
+        cli("jobs", "retry", str(pretrain_job))
+        _wait(
+            lambda: _query(db, "SELECT state FROM jobs WHERE id = ?", pretrain_job)[0][0] == "succeeded",
+            what="the retried job to succeed",
+        )
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        worker.wait(timeout=60)
+
+    shown = cli.json("jobs", "show", str(pretrain_job))
+    killed_run, resumed_run = shown["runs"]
+    assert killed_run["status"] == "failed" and killed_run["exit_code"] == -signal.SIGKILL
+    resumed_from = resumed_run["result"]["resumed_from_step"]
+    assert resumed_from is not None and resumed_from >= 2 * SAVE_STEPS  # it did not start over
+    assert resumed_run["result"]["steps"] == MAX_STEPS
+    steps = sorted({m["step"] for m in cli.json("jobs", "metrics", str(pretrain_job)) if m["run"] == resumed_run["id"]})
+    assert steps[0] > resumed_from  # the global step continued from the checkpoint
+
+    resumed_path = cli.json("models", "show", "resume@v1")["path"]
+    ref_weights = load_file(f"{ref_path}/model.safetensors")
+    new_weights = load_file(f"{resumed_path}/model.safetensors")
+    assert ref_weights.keys() == new_weights.keys()
+    for name in ref_weights:
+        assert torch.allclose(ref_weights[name], new_weights[name], atol=1e-5), name
