@@ -97,15 +97,14 @@ def _apply_override(raw: dict[str, Any], path: list[str], value: Any, text: str)
         path = ["stages", *path]
     if path[0] not in TOP_KEYS:
         raise UserError(f"override '{text}': no top-level key '{path[0]}'{closest(path[0], [*TOP_KEYS, *stages])}.")
+    if path[0] == "stages" and len(path) > 2 and path[1] not in stages:
+        raise UserError(f"override '{text}': no stage '{path[1]}'{closest(path[1], stages)}.")
     node = raw
     for i, key in enumerate(path[:-1]):
+        if node.get(key) is None and i > 0:
+            node[key] = {}  # e.g. sft.lora.r=8 on a stage without a lora block
         if not isinstance(node.get(key), dict):
-            if node.get(key) is None and i > 0:
-                node[key] = {}
-            elif path[:2] == ["stages", key] or key == "stages":
-                raise UserError(f"override '{text}': no stage '{path[1]}'{closest(path[1], stages)}.")
-            else:
-                raise UserError(f"override '{text}': '{'.'.join(path[: i + 1])}' is not a mapping.")
+            raise UserError(f"override '{text}': '{'.'.join(path[: i + 1])}' is not a mapping.")
         node = node[key]
     node[path[-1]] = value
 

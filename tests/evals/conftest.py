@@ -7,13 +7,14 @@ unchanged. A few seconds of training on four conversations gives it sharp, known
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
+import pytest
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
-
-import pytest
 
 CHAT_TEMPLATE = (
     "{% for m in messages %}<{{ m.role }}>{{ m.content }}<eos>{% endfor %}"
@@ -65,6 +66,24 @@ def _train(model: LlamaForCausalLM, tokenizer: PreTrainedTokenizerFast, steps: i
     assert loss.item() < 0.1, f"tiny model did not memorise its answers (loss {loss.item():.3f})"
 
 
+@contextmanager
+def _one_torch_thread() -> Iterator[None]:
+    # Models this small gain nothing from two threads, and on a busy two-core machine
+    # OpenMP's spinning threads wait on each other: the same work took 30 s instead of 0.5 s.
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread() -> Iterator[None]:
+    with _one_torch_thread():
+        yield
+
+
 @dataclass(frozen=True)
 class TinyChatModel:
     path: str
@@ -75,7 +94,6 @@ class TinyChatModel:
 @pytest.fixture(scope="session")
 def tiny_chat_model(tmp_path_factory) -> TinyChatModel:
     """A 2-layer Llama (width 64) and its tokenizer, saved in a directory, that answer CHATS and PLAIN."""
-    torch.manual_seed(0)
     tokenizer = _build_tokenizer()
     config = LlamaConfig(
         vocab_size=len(tokenizer),
@@ -89,8 +107,11 @@ def tiny_chat_model(tmp_path_factory) -> TinyChatModel:
         pad_token_id=tokenizer.pad_token_id,
         bos_token_id=None,
     )
-    model = LlamaForCausalLM(config)
-    _train(model, tokenizer)
+    # Session fixtures are set up before the module-scoped one_torch_thread, hence our own.
+    with _one_torch_thread(), torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = LlamaForCausalLM(config)
+        _train(model, tokenizer)
     directory = tmp_path_factory.mktemp("tiny_chat_model")
     model.save_pretrained(directory)
     tokenizer.save_pretrained(directory)

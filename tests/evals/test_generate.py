@@ -23,7 +23,11 @@ PROMPTS = [chat("hi"), "a dog", chat("how are you today?"), chat("pet"), "how ar
 def test_chat_and_plain_prompts_get_their_answers_and_stop_at_eos(tiny_chat_model):
     results = generate(tiny_chat_model.path, [chat("hi"), chat("pet"), "a dog"], max_new_tokens=32)
 
-    assert [r.text for r in results] == [tiny_chat_model.chats["hi"], tiny_chat_model.chats["pet"], tiny_chat_model.plain["a dog"]]
+    assert [r.text for r in results] == [
+        tiny_chat_model.chats["hi"],
+        tiny_chat_model.chats["pet"],
+        tiny_chat_model.plain["a dog"],
+    ]
     assert all(r.finish_reason == "stop" for r in results)
     # EOS ends the text, is counted as generated, and is not shown.
     tokenizer = AutoTokenizer.from_pretrained(tiny_chat_model.path)
@@ -61,12 +65,15 @@ def test_max_new_tokens_is_respected_and_reported_as_length(tiny_chat_model):
 
     assert [r.tokens for r in results] == [3, 3]
     assert [r.finish_reason for r in results] == ["length", "length"]
-    assert tiny_chat_model.chats["count"].startswith(results[0].text) and len(results[0].text) < len(tiny_chat_model.chats["count"])
+    full_answer = tiny_chat_model.chats["count"]
+    assert full_answer.startswith(results[0].text) and len(results[0].text) < len(full_answer)
 
 
 def test_stop_strings_end_the_text_and_are_trimmed(tiny_chat_model):
     full = generate(tiny_chat_model.path, [chat("pet")], max_new_tokens=32)[0]
-    results = generate(tiny_chat_model.path, [chat("pet"), chat("count"), chat("hi")], max_new_tokens=32, stop=["cat", " four"])
+    results = generate(
+        tiny_chat_model.path, [chat("pet"), chat("count"), chat("hi")], max_new_tokens=32, stop=["cat", " four"]
+    )
 
     assert results[0].text == "the " and results[0].finish_reason == "stop"
     assert results[0].tokens < full.tokens  # generation stopped early, not just trimmed afterwards
@@ -125,7 +132,7 @@ def test_perplexity_matches_the_model_loss_and_counts_every_token(tiny_chat_mode
     assert result["tokens"] == sum(len(i) - 1 for i in ids if len(i) > 1)
     # The memorised text is far more likely than the nonsense one.
     assert result["nll_per_token"][0] < 0.5 < result["nll_per_token"][1]
-    total_nll = sum(n * (len(i) - 1) for n, i in zip(result["nll_per_token"], ids) if len(i) > 1)
+    total_nll = sum(n * (len(i) - 1) for n, i in zip(result["nll_per_token"], ids, strict=True) if len(i) > 1)
     assert result["value"] == pytest.approx(math.exp(total_nll / result["tokens"]), rel=1e-6)
 
     # Short windows still predict every token once (only their context is shorter), and

@@ -238,7 +238,8 @@ def validate(path: str | Path, fmt: str, *, max_chars: int = 200_000) -> Validat
             file of ``{"text": ...}``. Other formats: a JSONL file, or a folder of .jsonl
             files read in sorted order.
         fmt: one of :data:`FORMATS`.
-        max_chars: the most characters of text one row (one text file) may hold.
+        max_chars: the most characters one row (one text file) may hold, counting all its
+            strings together (message contents, role names, reward columns).
 
     Raises:
         UserError: the path does not exist or cannot be read, or ``fmt`` is unknown.

@@ -132,8 +132,8 @@ class _StopStringRecorder(StoppingCriteria):
     stop-string row ended (the pad may be any token); this records it without a host sync.
     """
 
-    def __init__(self, tokenizer: PreTrainedTokenizerBase, stop: list[str], prompt_width: int, rows: int, device):
-        self.matcher = StopStringCriteria(tokenizer, stop)
+    def __init__(self, matcher: StopStringCriteria, prompt_width: int, rows: int, device: torch.device):
+        self.matcher = matcher
         self.prompt_width = prompt_width
         self.stopped_at = torch.full((rows,), -1, dtype=torch.long, device=device)
 
@@ -206,6 +206,8 @@ def generate(
         pad_token_id=pad_id,
         **(sampling or dict(do_sample=False)),
     )
+    # Built once per call: it preprocesses the whole vocabulary against the stop strings.
+    stop_matcher = StopStringCriteria(tokenizer, stop_strings) if stop_strings else None
     # Longest first: similar lengths share a batch (little padding), and an out-of-memory
     # batch shows up at once rather than at the end of a long run.
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]), reverse=True)
@@ -219,8 +221,8 @@ def generate(
             input_ids, attention_mask = _left_pad([encoded[i] for i in batch_indices], pad_id)
             width = input_ids.shape[1]
             recorder = (
-                _StopStringRecorder(tokenizer, stop_strings, width, len(batch_indices) * num_samples, model.device)
-                if stop_strings
+                _StopStringRecorder(stop_matcher, width, len(batch_indices) * num_samples, model.device)
+                if stop_matcher
                 else None
             )
             started = time.perf_counter()
@@ -341,13 +343,13 @@ def perplexity(
             target_mask = attention_mask[:, 1:].float()
             row_nll = (token_nll * target_mask).sum(dim=1).cpu().tolist()
             row_count = target_mask.sum(dim=1).cpu().tolist()
-            for (text_index, _), nll, count in zip(chunk, row_nll, row_count):
+            for (text_index, _), nll, count in zip(chunk, row_nll, row_count, strict=True):
                 nll_sum[text_index] += nll
                 predicted[text_index] += int(count)
 
     total_tokens = sum(predicted)
     return {
         "value": math.exp(sum(nll_sum) / total_tokens) if total_tokens else float("nan"),
-        "nll_per_token": [s / n if n else float("nan") for s, n in zip(nll_sum, predicted)],
+        "nll_per_token": [s / n if n else float("nan") for s, n in zip(nll_sum, predicted, strict=True)],
         "tokens": total_tokens,
     }

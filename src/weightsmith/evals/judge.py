@@ -202,7 +202,7 @@ def llm_judge(
     if max_retries < 0 or max_concurrency < 1:
         raise UserError("llm_judge: max_retries must be at least 0 and max_concurrency at least 1.")
     client = _JudgeClient(chat_completions_url(endpoint), model, api_key, timeout, max_retries, backoff_s)
-    requests = [judge_messages(c, r, p) for c, r, p in zip(completions, rubrics, prompts)]
+    requests = [judge_messages(c, r, p) for c, r, p in zip(completions, rubrics, prompts, strict=True)]
     if n == 0:
         return []
     with ThreadPoolExecutor(max_workers=min(max_concurrency, n)) as pool:

@@ -34,7 +34,10 @@ def regex_match(completions: list, pattern: list[str], **_: object) -> list[floa
 
     Python ``re`` syntax, searched (not anchored): write ``^...$`` to demand the whole text.
     """
-    return [float(_compile_pattern(str(p)).search(completion_text(c)) is not None) for c, p in zip(completions, pattern)]
+    return [
+        float(_compile_pattern(str(p)).search(completion_text(c)) is not None)
+        for c, p in zip(completions, pattern, strict=True)
+    ]
 
 
 def _reject_constant(name: str) -> object:
@@ -93,7 +96,7 @@ def json_schema_valid(completions: list, schema: list, **_: object) -> list[floa
     schema is the suite's fault, not the model's, so it raises a ``UserError`` instead of scoring 0.
     """
     scores = []
-    for completion, row_schema in zip(completions, schema):
+    for completion, row_schema in zip(completions, schema, strict=True):
         validator = _validator_for(_schema_key(row_schema))
         ok, document = _parse_json(completion_text(completion).strip())
         scores.append(float(ok and validator.is_valid(document)))

@@ -120,7 +120,13 @@ def mcnemar(candidate: Sequence[bool], baseline: Sequence[bool]) -> dict:
         p_value = stats.binomtest(b, b + c, 0.5).pvalue if b + c else 1.0
         return {"b": b, "c": c, "statistic": float(min(b, c)), "p_value": float(p_value), "method": "exact"}
     statistic = (abs(b - c) - 1) ** 2 / (b + c)
-    return {"b": b, "c": c, "statistic": float(statistic), "p_value": float(stats.chi2.sf(statistic, 1)), "method": "chi2"}
+    return {
+        "b": b,
+        "c": c,
+        "statistic": float(statistic),
+        "p_value": float(stats.chi2.sf(statistic, 1)),
+        "method": "chi2",
+    }
 
 
 def paired_bootstrap(

@@ -45,3 +45,34 @@ def token_f1(completions: list, answer: list[str], **_: object) -> list[float]:
         precision, recall = common / len(pred), common / len(gold)
         scores.append(2 * precision * recall / (precision + recall))
     return scores
+
+
+def _char_ngrams(text: str, n: int) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for i in range(len(text) - n + 1):
+        gram = text[i : i + n]
+        counts[gram] = counts.get(gram, 0) + 1
+    return counts
+
+
+@reward("chrf")
+def chrf(completions: list, answer: list[str], **_: object) -> list[float]:
+    """Character n-gram F-score (chrF, n = 1..3, beta = 1) against ``answer``.
+
+    Graded and rarely exactly zero, so it gives an untrained model's RL a signal long before
+    it produces a whole right answer.
+    """
+    scores = []
+    for c, a in zip(completions, answer):
+        pred, gold = " ".join(completion_text(c).split()), " ".join(str(a).split())
+        fs = []
+        for n in (1, 2, 3):
+            p, g = _char_ngrams(pred, n), _char_ngrams(gold, n)
+            overlap = sum(min(count, g.get(gram, 0)) for gram, count in p.items())
+            if not p or not g or overlap == 0:
+                fs.append(0.0)
+                continue
+            precision, recall = overlap / sum(p.values()), overlap / sum(g.values())
+            fs.append(2 * precision * recall / (precision + recall))
+        scores.append(sum(fs) / len(fs))
+    return scores

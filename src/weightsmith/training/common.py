@@ -107,7 +107,7 @@ class TrainStageConfig(BaseModel):
     logging_steps: int = Field(5, ge=1, description="Write a metrics row every this many steps.")
     save_steps: int = Field(50, ge=1, description="Write a resumable checkpoint every this many steps.")
     keep_checkpoints: int = Field(2, ge=1, description="Complete checkpoints kept in work_dir (older are deleted).")
-    gradient_checkpointing: bool = Field(False, description="Recompute activations in backward to save memory.")
+    activation_checkpointing: bool = Field(False, description="Recompute activations in backward to save memory.")
     device: Literal["auto", "cpu", "cuda"] = Field(
         "auto", description="'auto': CUDA with bf16 when available, else CPU in fp32."
     )
@@ -249,7 +249,7 @@ def trainer_arguments(cfg: TrainStageConfig, ctx: StageContext, count_tokens: st
         use_cpu=use_cpu,
         bf16=bf16,
         fp16=False,
-        gradient_checkpointing=cfg.gradient_checkpointing,
+        activation_checkpointing=cfg.activation_checkpointing,
         include_num_input_tokens_seen=count_tokens,
         report_to="none",
         disable_tqdm=False,

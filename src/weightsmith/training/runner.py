@@ -17,6 +17,7 @@ import os
 import sys
 import time
 import traceback
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -98,6 +99,9 @@ def main(argv: list[str] | None = None) -> int:
     # would be forked into dataloader workers.
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    # TRL and peft still call this renamed transformers property on every step; the warning is theirs to
+    # fix and would fill the job log.
+    warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated")
     try:
         spec = load_spec(Path(argv[0]))
         result = run_spec(spec)

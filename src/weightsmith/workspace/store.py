@@ -61,7 +61,7 @@ class ArtifactStore:
     def put_tree(self, src: Path, *, move: bool = False) -> tuple[str, Path]:
         """Store the directory ``src`` (moved when ``move``, else copied); return (hash, path)."""
         digest = tree_hash(src)
-        dest = self.root / "models" / digest
+        dest = self.root / "trees" / digest
         if dest.exists():
             if move:
                 shutil.rmtree(src)

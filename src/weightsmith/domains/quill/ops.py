@@ -117,7 +117,7 @@ _TABLE = [
     _op("delay", "time-series", [X, W((1, 2, 3, 5, 10, 20))], "the value n days ago",
         "delay(x, n) on day t is x on day t-n. " + "The first n days are NaN.", k.delay,
         ["delay(close, 1)", "close / delay(close, 5) - 1"],
-        ["{x} {n} days ago", "the value of {x} {n} days ago", "{x} lagged by {n} days"],
+        ["{x} {n} days ago", "the value of {x} {n} days ago", "{x} lagged by {n} days", "the {n}-day lag of {x}"],
         lookback_offset=0),
     _op("delta", "time-series", [X, W((1, 2, 3, 5, 10, 20))], "change over n days",
         "delta(x, n) = x - delay(x, n): today's value minus the value n days ago. The first n days are NaN.",
@@ -171,8 +171,8 @@ _TABLE = [
         "(values below today + half the ties) / (n - 1). 1 means today is the n-day high, 0 the low. "
         "n must be at least 2. " + _NAN_TS,
         k.ts_rank, ["ts_rank(close, 10)", "ts_rank(volume, 20)"],
-        ["the {n}-day time-series rank of {x}", "where today's {x} ranks within its last {n} days",
-         "the percentile of today's {x} in its own {n}-day history"], min_window=2),
+        ["the {n}-day time-series rank of {x}", "where {x} ranks today within its last {n} days",
+         "the percentile of {x} today within its own {n}-day history", "the {n}-day ts_rank of {x}"], min_window=2),
     _op("ts_zscore", "time-series", [X, W()], "distance from the n-day mean in n-day standard deviations",
         "ts_zscore(x, n) = (x - ts_mean(x, n)) / ts_std(x, n). NaN when the window is flat. "
         "n must be at least 2. " + _NAN_TS,
@@ -215,13 +215,13 @@ _TABLE = [
         + _NAN_CS,
         k.demean, ["demean(returns)", "demean(ts_sum(returns, 5))"],
         ["{x} minus its cross-sectional mean", "{x} demeaned across assets",
-         "{x} with the daily cross-sectional average removed"]),
+         "{x} with the daily cross-sectional average removed", "the cross-sectionally demeaned {x}"]),
     _op("scale", "cross-sectional", [X], "rescale so absolute values sum to 1",
         "scale(x) divides x by the sum of |x| over the assets of the same day, so the absolute values "
         "sum to 1 (a book with gross exposure 1). A day that is all zero stays zero. " + _NAN_CS,
         k.scale, ["scale(demean(returns))", "scale(rank(close) - 0.5)"],
         ["{x} scaled to unit gross exposure", "{x} scaled so its absolute values sum to 1",
-         "{x} normalized by its daily sum of absolute values"]),
+         "{x} normalized by its daily sum of absolute values", "the unit-gross rescaling of {x}"]),
     _op("winsorize", "cross-sectional", [X, Arg("k", "scalar", "number of standard deviations", (2, 3), positive=True)],
         "clip outliers across assets",
         "winsorize(x, k) clips x to mean +- k standard deviations, computed over the assets of the same "
@@ -229,7 +229,7 @@ _TABLE = [
         k.winsorize, ["winsorize(returns, 3)", "winsorize(delta(close, 5), 2)"],
         ["{x} winsorized at {k} standard deviations",
          "{x} clipped to {k} cross-sectional standard deviations around the mean",
-         "{x} with outliers clipped at {k} sigma"]),
+         "{x} with outliers clipped at {k} sigma", "the {k}-sigma winsorized {x}"]),
     # ---- groups -----------------------------------------------------------------------------
     _op("group_demean", "group", [X, G], "subtract the sector average",
         "group_demean(x, sector) = x minus the average of x over the assets of the same sector on the "
@@ -267,7 +267,7 @@ _TABLE = [
         "signed_power(x, p) = sign(x) * |x| ** p; p is a number literal. " + _NAN_EW, k.signed_power,
         ["signed_power(returns, 2)", "signed_power(zscore(returns), 0.5)"],
         ["{x} raised to the power {p} keeping its sign", "the signed power {p} of {x}",
-         "sign-preserving {x} to the power {p}"]),
+         "the sign-preserving power {p} of {x}"]),
     _op("max", "element-wise", [A, B], "element-wise larger of two series",
         "max(a, b) is the larger of a and b, asset by asset and day by day (not a rolling max: see "
         "ts_max). " + _NAN_EW, np.maximum,
@@ -295,7 +295,7 @@ _TABLE = [
         ["{a} times {b}", "the product of {a} and {b}", "{a} multiplied by {b}"], symbol="*"),
     _op("div", "arithmetic", [A, B], "division", "a / b; NaN where b is 0. " + _NAN_EW, k.divide,
         ["close / open", "(close - low) / (high - low)"],
-        ["{a} divided by {b}", "the ratio of {a} to {b}", "{a} over {b}"], symbol="/"),
+        ["{a} divided by {b}", "the ratio of {a} to {b}", "the quotient of {a} and {b}"], symbol="/"),
     _op("neg", "arithmetic", [A], "negation", "-a flips the sign. " + _NAN_EW, np.negative,
         ["-returns", "-rank(volume)"],
         ["minus {a}", "the negative of {a}", "{a} with its sign flipped"], symbol="-"),

@@ -1,0 +1,132 @@
+"""Every stage, a few steps each, through the real runner subprocess on tiny data and a tiny model."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+from training.training_helpers import (
+    assert_metrics_rows,
+    assert_ok,
+    assert_plain_model_dir,
+    assert_weights_changed,
+    runner_env,
+    run_stage,
+)
+
+# Few steps, a checkpoint on the way, a metrics row per step.
+FAST = {"max_steps": 4, "save_steps": 2, "logging_steps": 1, "batch_size": 4, "device": "cpu", "warmup_steps": 0}
+
+
+def test_tokenizer_stage_writes_a_tokenizer_dir(tmp_path: Path, data_dir: Path):
+    from transformers import AutoTokenizer
+
+    run = run_stage(
+        tmp_path,
+        "tokenizer",
+        {"vocab_size": 300, "min_frequency": 1},
+        {"data_path": data_dir / "text.jsonl", "data_format": "text"},
+    )
+    assert_ok(run)
+    tokenizer = AutoTokenizer.from_pretrained(run.output_dir)
+    assert tokenizer.eos_token == "<|im_end|>" and tokenizer.pad_token == "<|pad|>"
+    assert "{% generation %}" in tokenizer.chat_template or "{%- generation %}" in tokenizer.chat_template
+    result = run.result()
+    assert result["kind"] == "tokenizer" and result["output_dir"] == str(run.output_dir)
+    assert result["train_tokens"] > 0 and result["vocab_size"] == len(tokenizer)
+
+
+def test_pretrain_from_scratch_learns_and_saves_a_model(tmp_path: Path, data_dir: Path, tokenizer_dir: Path):
+    run = run_stage(
+        tmp_path,
+        "pretrain",
+        {**FAST, "max_steps": 8, "size": "tiny", "seq_len": 32, "lr": 3e-3},
+        {"data_path": data_dir / "text.jsonl", "data_format": "text", "tokenizer_path": tokenizer_dir},
+    )
+    assert_ok(run)
+    model, tokenizer = assert_plain_model_dir(run.output_dir)
+    assert model.config.hidden_size == 64 and model.config.num_hidden_layers == 2
+    assert model.config.vocab_size == len(tokenizer)
+    rows = assert_metrics_rows(run)
+    assert rows[-1]["loss"] < rows[0]["loss"]
+    result = run.result()
+    assert result["steps"] == 8 and result["resumed_from_step"] is None
+    assert math.isfinite(result["final_loss"])
+    assert result["train_tokens"] == 8 * 4 * 32  # 8 steps of 4 full blocks of 32 tokens
+
+
+def test_cpt_continues_an_existing_model(tmp_path: Path, data_dir: Path, tiny_model_dir: Path):
+    run = run_stage(
+        tmp_path,
+        "cpt",
+        {**FAST, "seq_len": 32, "lr": 1e-3},
+        {"data_path": data_dir / "text.jsonl", "data_format": "text", "model_path": tiny_model_dir},
+    )
+    assert_ok(run)
+    assert_plain_model_dir(run.output_dir)
+    assert_weights_changed(tiny_model_dir, run.output_dir)
+    assert_metrics_rows(run)
+    assert run.result()["steps"] == 4
+
+
+@pytest.mark.parametrize("lora", [None, {"r": 4, "alpha": 8, "dropout": 0.0}], ids=["full", "lora"])
+def test_sft_trains_on_chats_and_saves_a_plain_model(tmp_path: Path, data_dir: Path, tiny_model_dir: Path, lora):
+    run = run_stage(
+        tmp_path,
+        "sft",
+        {**FAST, "lr": 1e-2 if lora else 1e-3, "max_length": 64, "lora": lora},
+        {"data_path": data_dir / "chat.jsonl", "data_format": "chat", "model_path": tiny_model_dir},
+    )
+    assert_ok(run)
+    model, _ = assert_plain_model_dir(run.output_dir)
+    # LoRA is merged: a plain Llama whose tensors are the base's, moved.
+    assert type(model).__name__ == "LlamaForCausalLM"
+    assert not any("lora" in name for name, _ in model.named_parameters())
+    assert_weights_changed(tiny_model_dir, run.output_dir)
+    assert_metrics_rows(run)
+    assert run.result()["lora"] is (lora is not None)
+
+
+def test_dpo_against_the_frozen_input_model(tmp_path: Path, data_dir: Path, tiny_model_dir: Path):
+    run = run_stage(
+        tmp_path,
+        "dpo",
+        {**FAST, "lr": 1e-3, "max_length": 64},
+        {"data_path": data_dir / "preference.jsonl", "data_format": "preference", "model_path": tiny_model_dir},
+    )
+    assert_ok(run)
+    assert_plain_model_dir(run.output_dir)
+    assert_weights_changed(tiny_model_dir, run.output_dir)
+    rows = assert_metrics_rows(run, extra_keys={"rewards/margins", "rewards/accuracies"})
+    # The reference is the input model, so the first step's policy equals it: zero margin, loss log(2).
+    assert rows[0]["rewards/margins"] == pytest.approx(0.0, abs=1e-4)
+    assert rows[0]["loss"] == pytest.approx(math.log(2), abs=1e-3)
+
+
+def test_grpo_with_registered_and_user_rewards(
+    tmp_path: Path, data_dir: Path, tiny_model_dir: Path, reward_module_dir: Path
+):
+    run = run_stage(
+        tmp_path,
+        "grpo",
+        {
+            **FAST,
+            "max_steps": 2,
+            "lr": 1e-3,
+            "reward": ["exact_match", "length_rewards:longer_is_better"],
+            "num_generations": 4,
+            "max_completion_length": 8,
+        },
+        {"data_path": data_dir / "prompt.jsonl", "data_format": "prompt", "model_path": tiny_model_dir},
+        env=runner_env(extra_pythonpath=reward_module_dir),
+    )
+    assert_ok(run)
+    assert_plain_model_dir(run.output_dir)
+    assert_weights_changed(tiny_model_dir, run.output_dir)
+    assert_metrics_rows(
+        run, extra_keys={"reward", "rewards/exact_match/mean", "rewards/longer_is_better/mean"}
+    )
+    result = run.result()
+    assert result["rewards"] == ["exact_match", "length_rewards:longer_is_better"]
+    assert result["train_tokens"] > 0
