@@ -20,6 +20,19 @@ from weightsmith.errors import UserError, closest
 # In pipeline order.
 STAGE_KINDS: tuple[str, ...] = ("tokenizer", "pretrain", "cpt", "sft", "dpo", "grpo")
 
+# Users who know transformers/TRL type their names; point them at ours.
+_LIBRARY_NAMES = {
+    "learning_rate": "lr",
+    "per_device_train_batch_size": "batch_size",
+    "gradient_accumulation_steps": "grad_accum",
+    "lr_scheduler_type": "lr_schedule",
+    "gradient_checkpointing": "activation_checkpointing",
+    "max_seq_length": "max_length",
+    "block_size": "seq_len",
+    "peft_config": "lora",
+    "reward_funcs": "reward",
+}
+
 
 def recipe_module(kind: str) -> ModuleType:
     """The recipe module for stage ``kind`` (imported on first use)."""
@@ -48,11 +61,12 @@ def describe_validation_error(kind: str, config_class: type[BaseModel], exc: Val
     key = ".".join(str(part) for part in error["loc"]) or "(config)"
     if error["type"] == "extra_forbidden":
         known = list(config_class.model_fields)
-        return (
-            f"{kind} config: '{key}' is not a {kind} setting{closest(str(error['loc'][-1]), known)}; "
-            f"known settings: {', '.join(known)}."
-        )
-    return f"{kind} config: '{key}': {error['msg']} (got {error.get('input')!r})."
+        name = str(error["loc"][-1])
+        ours = _LIBRARY_NAMES.get(name)
+        hint = f" (did you mean '{ours}'?)" if ours in known else closest(name, known)
+        return f"{kind} config: '{key}' is not a setting of the {kind} stage{hint}; known settings: {', '.join(known)}."
+    message = str(error["msg"]).removeprefix("Value error, ")
+    return f"{kind} config: '{key}': {message} (got {error.get('input')!r})."
 
 
 __all__ = ["STAGE_KINDS", "recipe_module", "stage_config_class", "validate_stage_config"]

@@ -50,9 +50,10 @@ def describe_expr(expr: Expr, rng: random.Random, parent: str | None = None) -> 
         return rng.choice(field.phrases) if field else expr.name
     op = OPS[expr.op]
     templates = op.phrases
-    if any(isinstance(arg, Call) for arg in expr.args):
-        # Phrasings with words after a nested argument ("{x} lagged by 5 days") leave its scope
-        # unclear; when an argument is itself an operation we use those that end on it.
+    if parent is not None or any(isinstance(arg, Call) for arg in expr.args):
+        # A phrasing with words after its argument ("{x} lagged by 5 days") is ambiguous once
+        # nested: the trailing words could belong to the parent or to the argument. Inside
+        # another operation, or around one, we only use phrasings that end on an argument.
         templates = [t for t in op.phrases if t.endswith("}")] or op.phrases
     template = rng.choice(templates)
     values = {}

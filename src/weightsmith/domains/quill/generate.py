@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from weightsmith.domains.quill.interp import evaluate_expr, run
-from weightsmith.domains.quill.nodes import Call, Expr, Filter, Num, Portfolio, Program, Ref, Signal
+from weightsmith.domains.quill.nodes import (
+    Call, Expr, Filter, Num, Portfolio, Program, Ref, Signal, format_program, statement_exprs, subexpressions)
 from weightsmith.domains.quill.ops import OPS, PORTFOLIO_KINDS, Op
 from weightsmith.domains.quill.panel import Panel
 
@@ -50,6 +51,12 @@ LITERAL_OPERANDS = {"add": (1,), "sub": (0.5, 1), "mul": (-1, 2, 100), "div": (2
 IDEMPOTENT = {"rank", "zscore", "demean", "scale", "winsorize", "group_demean", "group_rank", "group_mean",
               "abs", "sign", "neg"}
 NEEDS_POSITIVE = {"log": 0.0, "sqrt": -1e-300}  # child must be > this on the check panel
+# Units: adding, comparing or taking the max of a price and a volume is noise, not research.
+FIELD_UNITS = {"close": "price", "open": "price", "high": "price", "low": "price", "volume": "shares",
+               "returns": "return"}
+UNIT_PRESERVING = {"delay", "delta", "ts_mean", "ts_sum", "ts_max", "ts_min", "ts_std", "decay_linear", "demean",
+                   "winsorize", "group_demean", "group_mean", "abs", "max", "min", "add", "sub", "neg", "if_else"}
+SAME_UNITS = {"add", "sub", "max", "min", "gt", "ge", "lt", "le"}
 
 SIGNAL_NAMES = ("mom", "rev", "alpha", "sig", "trend", "value", "spread", "carry", "score", "tilt",
                 "edge", "pulse", "drift", "swing", "skew", "heat", "flow", "lead", "fade", "bounce",
@@ -83,6 +90,19 @@ def lookback(expr: Expr) -> int:
     return own + max((lookback(a) for a in expr.args), default=0)
 
 
+def units(expr: Expr) -> str | None:
+    """'price', 'shares', 'return', 'unitless' or None (a bare number fits anything)."""
+    if isinstance(expr, Num):
+        return None
+    if isinstance(expr, Ref):
+        return FIELD_UNITS.get(expr.name, "unitless")
+    if expr.op in UNIT_PRESERVING:
+        series = [a for a, spec in zip(expr.args, OPS[expr.op].args) if spec.kind == "series"]
+        found = [u for u in map(units, series) if u is not None]
+        return found[0] if found else None
+    return "unitless"
+
+
 def structural_pairs(program: Program) -> set[tuple[str, str]]:
     """Every (outer operator, inner operator) pair where one is a direct argument of the other.
 
@@ -111,6 +131,47 @@ def structural_pairs(program: Program) -> set[tuple[str, str]]:
         if not isinstance(stmt, Portfolio):
             defined[stmt.name] = stmt.expr
     return pairs
+
+
+def _same(a: np.ndarray, b: np.ndarray) -> bool:
+    if a.dtype != b.dtype or a.shape != b.shape:
+        return False
+    if a.dtype == bool:
+        return bool(np.array_equal(a, b))
+    return bool(np.array_equal(np.isnan(a), np.isnan(b))) and bool(
+        np.allclose(np.nan_to_num(a), np.nan_to_num(b), rtol=1e-6, atol=1e-9))
+
+
+def literal_variants(program: Program) -> list[str]:
+    """The program with one window (+1), scalar (x1.5) or top (+0.1) changed at a time."""
+    variants = []
+
+    def bump(expr: Expr) -> list[Expr]:
+        out = []
+        if isinstance(expr, Call):
+            specs = OPS[expr.op].args
+            for i, (arg, spec) in enumerate(zip(expr.args, specs)):
+                replacement = None
+                if spec.kind == "window":
+                    replacement = Num(arg.value + 1)
+                elif spec.kind == "scalar":
+                    replacement = Num(arg.value * 1.5)
+                if replacement is not None:
+                    out.append(Call(expr.op, expr.args[:i] + (replacement,) + expr.args[i + 1:]))
+                for changed in bump(arg):
+                    out.append(Call(expr.op, expr.args[:i] + (changed,) + expr.args[i + 1:]))
+        return out
+
+    for index, stmt in enumerate(program.statements):
+        replaced: list = []
+        if isinstance(stmt, (Signal, Filter)):
+            replaced = [type(stmt)(stmt.name, e) for e in bump(stmt.expr)]
+        elif stmt.top is not None and stmt.top + 0.1 <= PORTFOLIO_KINDS[stmt.kind].max_top:
+            replaced = [Portfolio(stmt.kind, stmt.signal, stmt.where, round(stmt.top + 0.1, 6))]
+        for new in replaced:
+            statements = program.statements[:index] + (new,) + program.statements[index + 1:]
+            variants.append(format_program(Program(statements)))
+    return variants
 
 
 class ProgramGenerator:
@@ -164,7 +225,39 @@ class ProgramGenerator:
         return self.config.lookback_budget
 
     def degenerate(self, program: Program) -> bool:
+        """True when the program's answer cannot tell a right program from a wrong one."""
         result = run(program, self.panel)[program.result_name]
+        if self.degenerate_answer(program, result):
+            return True
+        return self.has_no_op(program) or not self.sensitive_to_literals(program, result)
+
+    def has_no_op(self, program: Program) -> bool:
+        """An operation whose output equals one of its inputs here (min(volume, high), abs of a
+        price) teaches nothing and lets a shorter program pass as the same one."""
+        for stmt in program.statements:
+            for expr in statement_exprs(stmt):
+                for node in subexpressions(expr):
+                    if not isinstance(node, Call) or OPS[node.op].returns != "series":
+                        continue
+                    value = evaluate_expr(node, self.panel)
+                    for arg, spec in zip(node.args, OPS[node.op].args):
+                        if spec.kind == "series" and not isinstance(arg, Num) and _same(
+                                value, evaluate_expr(arg, self.panel)):
+                            return True
+        return False
+
+    def sensitive_to_literals(self, program: Program, result: np.ndarray) -> bool:
+        """Every window, scalar and top must matter: one more day (or a bigger scalar) must change
+        the answer, or a near miss would be graded correct."""
+        source = format_program(program)
+        for variant in literal_variants(program):
+            if variant == source:
+                continue
+            if _same(run(variant, self.panel)[program.result_name], result):
+                return False
+        return True
+
+    def degenerate_answer(self, program: Program, result: np.ndarray) -> bool:
         if result.dtype == bool:
             return not 0.05 <= result.mean() <= 0.95
         if program.result_name == "portfolio":
@@ -260,11 +353,14 @@ class ProgramGenerator:
     def second_operand(self, op: Op, depth: int, budget: int, first: Expr) -> Expr:
         if op.name in LITERAL_OPERANDS and self.rng.random() < 0.3:
             return Num(float(self.rng.choice(LITERAL_OPERANDS[op.name])))
-        for _ in range(4):
+        for _ in range(6):
             other_depth = 0 if self.rng.random() < 0.6 else self.rng.randint(0, max(0, depth - 1))
             other = self.series(other_depth, budget, op.name)
-            if other is not None and other != first:  # close - close, ts_corr(x, x, n): nothing to learn
-                return other
+            if other is None or other == first:  # close - close, ts_corr(x, x, n): nothing to learn
+                continue
+            if op.name in SAME_UNITS and units(other) != units(first):
+                continue
+            return other
         return Num(float(self.rng.choice(LITERAL_OPERANDS.get(op.name, (1,)))))
 
     def with_pair(self, pair: tuple[str, str], depth: int) -> Expr | None:
@@ -320,7 +416,7 @@ class ProgramGenerator:
             return Call(op, (field_ref, rhs))
         left = self.series(max(0, depth - 1), budget, "gt")
         right = self.series(self.rng.randint(0, max(0, depth - 1)), budget, "gt")
-        if left is None or right is None or left == right:
+        if left is None or right is None or left == right or units(left) != units(right):
             return None
         return Call(self.rng.choice(("gt", "lt")), (left, right))
 

@@ -215,21 +215,21 @@ _TABLE = [
         + _NAN_CS,
         k.demean, ["demean(returns)", "demean(ts_sum(returns, 5))"],
         ["{x} minus its cross-sectional mean", "{x} demeaned across assets",
-         "{x} with the daily cross-sectional average removed", "the cross-sectionally demeaned {x}"]),
+         "{x} with the daily cross-sectional average removed", "the cross-sectionally demeaned value of {x}"]),
     _op("scale", "cross-sectional", [X], "rescale so absolute values sum to 1",
         "scale(x) divides x by the sum of |x| over the assets of the same day, so the absolute values "
         "sum to 1 (a book with gross exposure 1). A day that is all zero stays zero. " + _NAN_CS,
         k.scale, ["scale(demean(returns))", "scale(rank(close) - 0.5)"],
         ["{x} scaled to unit gross exposure", "{x} scaled so its absolute values sum to 1",
          "{x} normalized by its daily sum of absolute values", "the unit-gross rescaling of {x}"]),
-    _op("winsorize", "cross-sectional", [X, Arg("k", "scalar", "number of standard deviations", (2, 3), positive=True)],
+    _op("winsorize", "cross-sectional", [X, Arg("k", "scalar", "number of standard deviations", (1.5, 2), positive=True)],
         "clip outliers across assets",
         "winsorize(x, k) clips x to mean +- k standard deviations, computed over the assets of the same "
         "day (population std). k is a number literal. " + _NAN_CS,
-        k.winsorize, ["winsorize(returns, 3)", "winsorize(delta(close, 5), 2)"],
+        k.winsorize, ["winsorize(returns, 2)", "winsorize(delta(close, 5), 1.5)"],
         ["{x} winsorized at {k} standard deviations",
          "{x} clipped to {k} cross-sectional standard deviations around the mean",
-         "{x} with outliers clipped at {k} sigma", "the {k}-sigma winsorized {x}"]),
+         "{x} with outliers clipped at {k} sigma", "the {k}-sigma winsorized value of {x}"]),
     # ---- groups -----------------------------------------------------------------------------
     _op("group_demean", "group", [X, G], "subtract the sector average",
         "group_demean(x, sector) = x minus the average of x over the assets of the same sector on the "

@@ -1,0 +1,108 @@
+"""Write everything a Quill training run reads: the manual, the task splits, provenance.
+
+    out_dir/
+      manual/               the manual as Markdown (pre-training text)
+      tasks_train.jsonl     chat SFT rows            {"messages": [...]}
+      prompts_train.jsonl   RL prompt rows           {"prompt": [...], "reference", "task_id"}
+      eval_indist.jsonl     in-distribution eval     {"prompt", "reference", "task_id", "split"}
+      eval_heldout.jsonl    held-out-by-structure    (same fields)
+      provenance.json       seed, generator version, counts, held-out pairs, file hashes
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import asdict
+from pathlib import Path
+
+from weightsmith.domains.quill.corpus import build_manual, manual_programs, write_manual
+from weightsmith.domains.quill.generate import GeneratorConfig
+from weightsmith.domains.quill.tasks import (
+    GENERATOR_VERSION, SYSTEM_PROMPT, chat_rows, eval_rows, make_splits, program_key, prompt_rows,
+    structural_split_violations)
+from weightsmith.domains.quill.verify import VERIFY_SEEDS
+
+
+def build_datasets(
+    out_dir: str | Path,
+    seed: int = 0,
+    n_train: int = 2000,
+    n_test: int = 200,
+    n_heldout: int | None = None,
+    n_manual_examples: int = 200,
+    system: bool = True,
+    config: GeneratorConfig | None = None,
+) -> dict[str, Path]:
+    """Build the Quill datasets into ``out_dir``; returns ``{name: path}``.
+
+    The same arguments always write the same bytes. Eval programs never appear in the train split
+    or in the manual, and held-out programs use operator pairs that neither of them contains.
+
+    Args:
+        n_test: size of the in-distribution eval split.
+        n_heldout: size of the held-out eval split (defaults to n_test).
+        n_manual_examples: worked examples in the manual's cookbook.
+        system: put the Quill system prompt in every conversation.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    config = config or GeneratorConfig()
+    manual = build_manual(seed, n_manual_examples)
+    in_manual = frozenset(program_key(p) for p in manual_programs(manual))
+    splits = make_splits(seed, n_train, n_test, n_heldout, config, exclude_from_eval=in_manual)
+    problems = structural_split_violations(splits["train"] + splits["indist"], splits["heldout"],
+                                           sorted(config.exclude_pairs))
+    if problems:  # the generator guarantees this; a failure here is a bug, not bad input
+        raise AssertionError("held-out split leaks: " + "; ".join(problems[:5]))
+
+    # Everything is written next to its destination first and moved into place at the end, so a
+    # failure leaves the previous build (or nothing), never half a build.
+    staging = Path(tempfile.mkdtemp(prefix=".quill-build-", dir=out))
+    try:
+        write_manual(manual, staging / "manual")
+        files = {
+            "tasks_train": ("tasks_train.jsonl", chat_rows(splits["train"], system)),
+            "prompts_train": ("prompts_train.jsonl", prompt_rows(splits["train"], system)),
+            "eval_indist": ("eval_indist.jsonl", eval_rows(splits["indist"], system)),
+            "eval_heldout": ("eval_heldout.jsonl", eval_rows(splits["heldout"], system)),
+        }
+        for filename, rows in files.values():
+            with open(staging / filename, "w", encoding="utf-8") as fh:
+                for row in rows:
+                    fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+        manual_bytes = sum(len(d.text.encode()) for d in manual)
+        provenance = {
+            "domain": "quill",
+            "generator_version": GENERATOR_VERSION,
+            "seed": seed,
+            "counts": {"train": len(splits["train"]), "eval_indist": len(splits["indist"]),
+                       "eval_heldout": len(splits["heldout"]), "manual_documents": len(manual),
+                       "manual_bytes": manual_bytes, "manual_programs_excluded_from_eval": len(in_manual)},
+            "heldout_pairs": [list(p) for p in sorted(config.exclude_pairs)],
+            "generator_config": {k: (sorted(map(list, v)) if k == "exclude_pairs" else v)
+                                 for k, v in asdict(config).items()},
+            "system_prompt": SYSTEM_PROMPT if system else None,
+            "verify_seeds": list(VERIFY_SEEDS),
+            "sha256": {filename: _sha256(staging / filename) for filename, _ in files.values()},
+        }
+        (staging / "provenance.json").write_text(json.dumps(provenance, indent=2) + "\n", encoding="utf-8")
+
+        paths = {"manual": out / "manual", "provenance": out / "provenance.json"}
+        if paths["manual"].exists():
+            shutil.rmtree(paths["manual"])
+        os.replace(staging / "manual", paths["manual"])
+        for name, (filename, _) in files.items():
+            os.replace(staging / filename, out / filename)
+            paths[name] = out / filename
+        os.replace(staging / "provenance.json", paths["provenance"])
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return paths
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
