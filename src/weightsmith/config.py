@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from weightsmith.errors import UserError, closest
 
-# Which dataset format each stage kind trains on.
+# Which dataset format each stage kind reads.
 STAGE_DATA_FORMAT = {
     "tokenizer": "text",
     "pretrain": "text",
@@ -34,9 +34,12 @@ STAGE_DATA_FORMAT = {
     "sft": "chat",
     "dpo": "preference",
     "grpo": "prompt",
+    "pairs": "prompt",
 }
+# Stage kinds whose output is a dataset (of this format) rather than a model or tokenizer.
+DATASET_OUTPUT = {"pairs": "preference"}
 # Which stage kinds start from an existing model / need a tokenizer.
-NEEDS_MODEL = {"cpt", "sft", "dpo", "grpo"}
+NEEDS_MODEL = {"cpt", "sft", "dpo", "grpo", "pairs"}
 NEEDS_TOKENIZER = {"pretrain"}
 REFERENCE_KEYS = ("kind", "data", "model", "tokenizer", "after")
 
@@ -59,8 +62,8 @@ class StageSpec(BaseModel):
     config: dict[str, Any] = {}
 
     def upstream(self, stage_names: set[str]) -> list[str]:
-        """Stages this one waits for: the ones it names as model/tokenizer, plus ``after``."""
-        refs = [r for r in (self.model, self.tokenizer) if r in stage_names]
+        """Stages this one waits for: the ones it names as model/tokenizer/data, plus ``after``."""
+        refs = [r for r in (self.model, self.tokenizer, self.data) if r in stage_names]
         return list(dict.fromkeys(refs + self.after))
 
 

@@ -195,3 +195,5 @@ def test_endpoint_forms():
     assert chat_completions_url("http://h:8000") == expected
     assert chat_completions_url("http://h:8000/v1/") == expected
     assert chat_completions_url(expected) == expected
+    with pytest.raises(UserError, match="not an http:// or https:// URL"):
+        chat_completions_url("localhost:8000")

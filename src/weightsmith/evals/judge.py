@@ -67,7 +67,11 @@ def parse_score(reply: str) -> float | None:
 
 def chat_completions_url(endpoint: str) -> str:
     """Accept ``http://host:port``, ``.../v1`` or the full ``.../v1/chat/completions`` URL."""
-    url = endpoint.rstrip("/")
+    url = str(endpoint).strip().rstrip("/")
+    if not url.startswith(("http://", "https://")):
+        raise UserError(
+            f"LLM judge endpoint '{endpoint}' is not an http:// or https:// URL; give e.g. http://host:8000/v1."
+        )
     if url.endswith("/chat/completions"):
         return url
     if url.endswith("/v1"):

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from weightsmith.config import STAGE_DATA_FORMAT, PipelineSpec, StageSpec
+from weightsmith.config import DATASET_OUTPUT, STAGE_DATA_FORMAT, PipelineSpec, StageSpec
 from weightsmith.data.formats import validate
 from weightsmith.data.ingest import InvalidData, resolve_dataset, store_validated
 from weightsmith.errors import UserError
@@ -59,9 +59,12 @@ def submit_pipeline(
     jobs = []
     for stage, plan in _topological(spec.stages, plans):
         data_ref = plan.pop("data_ref")
-        if data_ref["name"] in added:  # pin the version this submission just added
-            data_ref = added[data_ref["name"]]
-        plan["data"] = {k: data_ref[k] for k in ("id", "ref", "path", "format")}
+        if "stage" in data_ref:  # resolved when the producing stage has run
+            plan["data"] = data_ref
+        else:
+            if data_ref["name"] in added:  # pin the version this submission just added
+                data_ref = added[data_ref["name"]]
+            plan["data"] = {k: data_ref[k] for k in ("id", "ref", "path", "format")}
         deps = [job_ids[name] for name in stage.upstream(stage_names)]
         key = f"{idempotency_key}:{stage.name}" if idempotency_key else None
         job, _created = submit_job(
@@ -82,7 +85,13 @@ def _plan_stage(ws: Workspace, spec: PipelineSpec, stage: StageSpec, stage_names
     key = f"stages.{stage.name}"
     want = STAGE_DATA_FORMAT[stage.kind]
     data_name = stage.data.partition("@")[0]
-    if data_name in validated and "@" not in stage.data:
+    if stage.data in stage_names:  # a dataset another stage of this pipeline produces
+        producer = next(s for s in spec.stages if s.name == stage.data)
+        fmt = DATASET_OUTPUT.get(producer.kind)
+        if fmt is None:
+            raise UserError(f"{key}.data: stage '{stage.data}' ({producer.kind}) produces no dataset.")
+        data_ref = {"stage": stage.data, "format": fmt}
+    elif data_name in validated and "@" not in stage.data:
         fmt = validated[data_name][1].format
         data_ref = {"name": data_name, "format": fmt}
     else:

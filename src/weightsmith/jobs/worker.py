@@ -22,12 +22,15 @@ from typing import Any, TextIO
 
 from sqlalchemy import select
 
+from weightsmith.config import DATASET_OUTPUT
+from weightsmith.data.formats import validate
+from weightsmith.data.ingest import store_validated
 from weightsmith.jobs.queue import claim_next, finish_job, heartbeat, reap_stale
 from weightsmith.workspace import Workspace
 from weightsmith.workspace.models import Job, Run, RunMetric, utcnow
 from weightsmith.workspace.registry import register_version
 
-STAGE_MODULES = {kind: "weightsmith.training.runner" for kind in ("tokenizer", "pretrain", "cpt", "sft", "dpo", "grpo")}
+STAGE_MODULES = {kind: "weightsmith.training.runner" for kind in ("tokenizer", "pretrain", "cpt", "sft", "dpo", "grpo", "pairs")}
 MODEL_KINDS = {"pretrain", "cpt", "sft", "dpo", "grpo"}
 
 
@@ -223,6 +226,8 @@ class Worker:
     def _resolve_inputs(self, payload: dict[str, Any]) -> dict[str, Any]:
         """Pin every input to a concrete path: upstream stages resolve to what they produced."""
         out: dict[str, Any] = {"data": payload.get("data")}
+        if out["data"] and "stage" in out["data"]:
+            out["data"] = self._upstream_dataset(payload, out["data"]["stage"])
         for field in ("model", "tokenizer"):
             ref = payload.get(field)
             if ref is None:
@@ -233,7 +238,7 @@ class Worker:
                 out[field] = ref
         return out
 
-    def _upstream_output(self, payload: dict[str, Any], stage: str) -> dict[str, Any]:
+    def _upstream_run(self, payload: dict[str, Any], stage: str) -> Run:
         with self.ws.session() as s:
             job = s.scalar(
                 select(Job).where(Job.pipeline_id == payload["pipeline_id"], Job.stage == stage)
@@ -247,15 +252,27 @@ class Worker:
             )
             if run is None or not run.output_path:
                 raise StageInputError(f"upstream stage '{stage}' has no successful output to start from")
-            return {
-                "path": run.output_path,
-                "id": run.result.get("model_version_id"),
-                "ref": run.result.get("model_version") or run.output_path,
-            }
+            return run
+
+    def _upstream_output(self, payload: dict[str, Any], stage: str) -> dict[str, Any]:
+        run = self._upstream_run(payload, stage)
+        return {
+            "path": run.output_path,
+            "id": run.result.get("model_version_id"),
+            "ref": run.result.get("model_version") or run.output_path,
+        }
+
+    def _upstream_dataset(self, payload: dict[str, Any], stage: str) -> dict[str, Any]:
+        dataset = self._upstream_run(payload, stage).result.get("dataset")
+        if not dataset:
+            raise StageInputError(f"upstream stage '{stage}' registered no dataset")
+        return {k: dataset[k] for k in ("id", "ref", "path", "format")}
 
     def _register_output(self, payload, inputs, run_id, output_dir: Path, result: dict):
         if not output_dir.is_dir():
             raise StageInputError(f"the stage reported success but wrote nothing to {output_dir}")
+        if payload["kind"] in DATASET_OUTPUT:
+            return self._register_dataset(payload, output_dir, result)
         if payload["kind"] not in MODEL_KINDS:
             _digest, stored = self.ws.store.put_tree(output_dir, move=True)
             return str(stored), result
@@ -273,6 +290,19 @@ class Worker:
             meta={"pipeline_stage": payload.get("stage"), "tokenizer": (inputs.get("tokenizer") or {}).get("path")},
         )
         return version["path"], {**result, "model_version": version["ref"], "model_version_id": version["id"]}
+
+
+    def _register_dataset(self, payload, output_dir: Path, result: dict):
+        """Version a generated dataset like any user dataset: validated, content-hashed, with provenance."""
+        fmt = DATASET_OUTPUT[payload["kind"]]
+        validated = validate(output_dir / "data.jsonl", fmt)
+        if not validated.ok():
+            raise StageInputError(f"generated data is invalid: {validated.errors[0]}")
+        if not validated.rows:
+            raise StageInputError("the stage generated no rows")
+        provenance = {"pipeline": payload.get("pipeline_id"), "stage": payload.get("stage"), **result.get("provenance", {})}
+        dataset = store_validated(self.ws, payload["stage"], output_dir / "data.jsonl", validated, provenance)
+        return dataset["path"], {**result, "dataset": dataset}
 
 
 def _terminate(proc: subprocess.Popen, grace_s: float = 10.0) -> None:

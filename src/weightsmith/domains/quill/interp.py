@@ -12,7 +12,7 @@ import numpy as np
 
 from weightsmith.domains.quill import kernels
 from weightsmith.domains.quill.nodes import (
-    PNL_OUTPUT, PORTFOLIO_OUTPUT, Call, Expr, Filter, Num, Portfolio, Program, Ref, Signal)
+    PNL_OUTPUT, PORTFOLIO_OUTPUT, Expr, Filter, Num, Portfolio, Program, Ref, Signal)
 from weightsmith.domains.quill.ops import OPS, PORTFOLIO_KINDS, Arg
 from weightsmith.domains.quill.panel import Panel
 from weightsmith.domains.quill.parser import parse, parse_expression

@@ -210,7 +210,9 @@ def group_rank(x, groups):
 
 
 def group_mean(x, groups):
-    return _by_group(x, groups, lambda block: np.broadcast_to(_row_mean(block), block.shape))
+    # A missing asset stays missing, like every cross-sectional result: the sector has a mean,
+    # but this asset has no value to stand in for.
+    return _by_group(x, groups, lambda block: np.where(np.isnan(block), NAN, _row_mean(block)))
 
 
 # ---- element-wise --------------------------------------------------------------------------

@@ -18,12 +18,13 @@ from dataclasses import dataclass
 from weightsmith.domains.quill.describe import describe_program
 from weightsmith.domains.quill.generate import HELDOUT_PAIRS, GeneratorConfig, ProgramGenerator, structural_pairs
 from weightsmith.domains.quill.nodes import (
-    Call, Expr, Filter, Portfolio, Program, Ref, Signal, depth, format_program, statement_exprs)
+    Call, Expr, Portfolio, Program, Ref, Signal, depth, format_program, statement_exprs)
 from weightsmith.domains.quill.parser import parse
 from weightsmith.domains.quill.verify import score, verification_panels
 from weightsmith.errors import UserError
 
 GENERATOR_VERSION = "quill-tasks-1"
+MAX_MISSES = 300
 SYSTEM_PROMPT = ("You write programs in Quill, a language for signals on daily market data. "
                  "Reply with the Quill program only.")
 
@@ -114,16 +115,17 @@ def make_splits(
 
     pool: list[tuple[Program, str]] = []
     eligible = 0
-    budget = 50 * (n_train + n_test + n_heldout) + 1000
+    misses = 0  # draws in a row that gave nothing new: the program space is used up
     while len(pool) < n_train + n_test or eligible < n_test:
         program = generator.program()
         key = program_key(program)
-        budget -= 1
-        if budget <= 0:
-            raise UserError(f"could draw only {len(pool)} distinct programs for {n_train} train + {n_test} test "
-                            "tasks; lower the counts or allow deeper programs in the generator config.")
         if key in seen:
+            misses += 1
+            if misses > MAX_MISSES:
+                raise UserError(f"could draw only {len(pool)} distinct programs for {n_train} train + {n_test} "
+                                "test tasks; lower the counts or allow deeper programs in the generator config.")
             continue
+        misses = 0
         seen.add(key)
         pool.append((program, key))
         eligible += key not in exclude_from_eval
@@ -138,16 +140,18 @@ def make_splits(
     heldout = []
     pairs = list(config.exclude_pairs) or list(HELDOUT_PAIRS)
     pairs.sort()
-    attempt = 0
+    attempt = misses = 0
     while len(heldout) < n_heldout:
         pair = pairs[attempt % len(pairs)]
         attempt += 1
-        if attempt > 50 * n_heldout + 1000:
-            raise UserError(f"could draw only {len(heldout)} distinct held-out programs; lower n_heldout.")
         program = generator.program(require_pair=pair)
         key = program_key(program)
         if key in seen or key in exclude_from_eval:
+            misses += 1
+            if misses > MAX_MISSES:
+                raise UserError(f"could draw only {len(heldout)} distinct held-out programs; lower n_heldout.")
             continue
+        misses = 0
         seen.add(key)
         heldout.append(make_task(program, "heldout", rng))
     return {"train": train, "indist": indist, "heldout": heldout}

@@ -1,0 +1,1 @@
+"""Synthetic training data: generators, sampling a model, ranking with verifiers, provenance."""

@@ -1,0 +1,100 @@
+"""The verifier judges programs by what they compute, and the rewards are registered."""
+
+import pytest
+
+from weightsmith.domains.quill import verify
+from weightsmith.domains.quill.verify import extract_program, preference_pairs
+from weightsmith.errors import UserError
+from weightsmith.rewards import get_reward
+
+REF = "signal mom = rank(delta(close, 5))"
+
+
+def exec_score(candidate, reference=REF):
+    return get_reward("quill_exec")([candidate], [reference])[0]
+
+
+@pytest.mark.parametrize("reference, candidate", [
+    (REF, "signal mom = rank(close - delay(close, 5))"),
+    (REF, "signal other_name = rank(delta(close,5))"),
+    ("signal a = ts_mean(returns, 5) * 2", "signal a = ts_mean(returns, 5) + ts_mean(returns, 5)"),
+    ("signal a = returns * 2", "signal b = returns + returns"),
+    ("signal a = pct_change(close, 1)", "signal a = returns"),
+    ("signal a = group_demean(returns, sector)", "signal a = returns - group_mean(returns, sector)"),
+    ("filter f = close > open", "filter g = open < close"),
+    ("signal s = rank(returns)\nportfolio long_short(s)", "portfolio long_short(returns, top=0.2)"),
+    ("signal s = rank(returns)\nportfolio long_short(s)", "signal t = returns\nportfolio long_short(t)"),
+])
+def test_equivalent_rewrites_are_correct(reference, candidate):
+    assert exec_score(candidate, reference) == 1.0
+
+
+@pytest.mark.parametrize("reference, candidate", [
+    (REF, "signal mom = rank(delta(close, 6))"),  # the near miss: one more day
+    (REF, "signal mom = delta(close, 5)"),
+    (REF, "signal mom = rank(delta(open, 5))"),
+    ("filter f = ts_mean(volume, 20) > 1e6", "filter f = ts_mean(volume, 20) > 2e6"),
+    ("signal a = max(returns, 0)", "signal a = if_else(returns > 0, returns, 0)"),  # NaNs differ
+    ("signal s = rank(returns)\nportfolio long_short(s)", "signal s = rank(returns)\nportfolio long_short(s, top=0.3)"),
+    (REF, "filter mom = rank(delta(close, 5)) > 0.5"),  # a condition is not a number
+])
+def test_near_misses_get_partial_credit_only(reference, candidate):
+    assert exec_score(candidate, reference) == pytest.approx(verify.PARTIAL_CREDIT)
+
+
+@pytest.mark.parametrize("candidate", ["", "rank(delta(close, 5))", "signal mom = rank(delta(close 5))",
+                                       "The answer is a momentum signal.", "signal x = " + "close + " * 600 + "1"])
+def test_invalid_programs_score_zero(candidate):
+    assert exec_score(candidate) == 0.0
+
+
+def test_completion_forms():
+    fenced = f"```quill\n{REF}\n```"
+    messages = [{"role": "assistant", "content": f"Here it is:\n```\n{REF}\n```\nDone."}]
+    scores = get_reward("quill_exec")([REF, fenced, messages], [REF] * 3)
+    assert scores == [1.0, 1.0, 1.0]
+    assert extract_program(fenced) == REF
+
+
+def test_kpi_rewards():
+    completions = [REF, "signal mom = rank(delta(close, 6))", "nonsense ("]
+    assert get_reward("quill_exec_match")(completions, [REF] * 3) == [1.0, 0.0, 0.0]
+    assert get_reward("quill_parses")(completions) == [1.0, 1.0, 0.0]
+    assert get_reward("quill_exec") is verify.quill_exec
+
+
+def test_extra_columns_are_ignored():
+    assert get_reward("quill_exec")([REF], reference=[REF], task_id=["t1"], prompt=[[]]) == [1.0]
+
+
+def test_a_reference_that_does_not_parse_is_a_user_error():
+    with pytest.raises(UserError, match="reference program does not parse"):
+        exec_score(REF, "signal broken = rank(")
+
+
+def test_scores_are_cached_and_stable():
+    first = exec_score("signal z = rank(close - delay(close, 5))")
+    assert exec_score("signal z = rank(close - delay(close, 5))") == first == 1.0
+
+
+def test_preference_pairs_rank_correct_over_parsing_over_invalid():
+    samples = {"p1": ["garbage", "signal m = rank(delta(close, 6))", REF, REF], "p2": ["x", "y"]}
+    pairs = preference_pairs(samples, {"p1": REF, "p2": REF})
+    # p2 has nothing better than invalid: no pair. p1: duplicates collapse; hard negative first.
+    assert pairs == [
+        {"prompt": "p1", "chosen": REF, "rejected": "signal m = rank(delta(close, 6))"},
+        {"prompt": "p1", "chosen": REF, "rejected": "garbage"},
+    ]
+
+
+def test_preference_pairs_with_chat_messages_and_reference_fallback():
+    prompt = [{"role": "user", "content": "rank the 5-day change in close"}]
+    wrong = [{"role": "assistant", "content": "signal m = rank(delta(close, 6))"}]
+    pairs = preference_pairs([(prompt, [wrong])], [REF], reference_fallback=True)
+    assert pairs == [{"prompt": prompt, "chosen": [{"role": "assistant", "content": REF}], "rejected": wrong}]
+    assert preference_pairs([{"prompt": "p", "completions": [wrong]}], [REF]) == []
+
+
+def test_preference_pairs_reports_missing_references():
+    with pytest.raises(UserError, match="2 prompts but 1 references"):
+        preference_pairs([("a", [REF]), ("b", [REF])], [REF])
