@@ -48,6 +48,11 @@ def test_invalid_programs_score_zero(candidate):
     assert exec_score(candidate) == 0.0
 
 
+@pytest.mark.parametrize("op", ["delay", "ts_mean", "ts_rank", "decay_linear", "ts_argmax"])
+def test_absurd_windows_are_cheap_and_wrong(op):
+    assert exec_score(f"signal mom = rank({op}(close, 1000000000000))") == pytest.approx(verify.PARTIAL_CREDIT)
+
+
 def test_completion_forms():
     fenced = f"```quill\n{REF}\n```"
     messages = [{"role": "assistant", "content": f"Here it is:\n```\n{REF}\n```\nDone."}]

@@ -10,7 +10,7 @@ import random
 from pathlib import Path
 
 import pytest
-from training.training_helpers import write_jsonl
+from training.training_helpers import PRETRAIN_CONFIG, StageRun, run_stage, write_jsonl
 
 WORDS = (
     "the dispatcher sends a truck to the north depot while the driver checks the route and "
@@ -97,3 +97,14 @@ def reward_module_dir(tmp_path_factory) -> Path:
         encoding="utf-8",
     )
     return path
+
+
+@pytest.fixture(scope="session")
+def pretrain_run(tmp_path_factory, data_dir: Path, tokenizer_dir: Path) -> StageRun:
+    """One uninterrupted pretrain run: checked by the stage test, and the baseline of the resume test."""
+    return run_stage(
+        tmp_path_factory.mktemp("pretrain"),
+        "pretrain",
+        PRETRAIN_CONFIG,
+        {"data_path": data_dir / "text.jsonl", "data_format": "text", "tokenizer_path": tokenizer_dir},
+    )

@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 from transformers.trainer_pt_utils import safe_globals
 from training.training_helpers import (
+    PRETRAIN_CONFIG,
     StageRun,
     assert_metrics_rows,
     assert_ok,
@@ -22,19 +23,6 @@ from training.training_helpers import (
 )
 
 from weightsmith.training.checkpoint import COMPLETE_MARKER
-
-# Long enough (in steps) that the kill lands well before the end, short enough to stay a few seconds.
-CONFIG = {
-    "max_steps": 120,
-    "save_steps": 10,
-    "logging_steps": 5,
-    "batch_size": 4,
-    "seq_len": 32,
-    "size": "tiny",
-    "device": "cpu",
-    "keep_checkpoints": 2,
-}
-
 
 def _complete_checkpoint_exists(checkpoints: Path) -> bool:
     return checkpoints.is_dir() and any((child / COMPLETE_MARKER).is_file() for child in checkpoints.iterdir())
@@ -61,31 +49,31 @@ def _start_and_kill_after_first_checkpoint(spec_path: Path, checkpoints: Path) -
     assert proc.returncode == -signal.SIGKILL
 
 
-def test_sigkilled_pretrain_resumes_to_the_same_weights(tmp_path: Path, data_dir: Path, tokenizer_dir: Path):
-    inputs = {"data_path": data_dir / "text.jsonl", "data_format": "text", "tokenizer_path": tokenizer_dir}
-
-    uninterrupted_spec = write_spec(tmp_path / "uninterrupted", "pretrain", CONFIG, inputs)
-    uninterrupted = StageRun(run_runner(uninterrupted_spec), tmp_path / "uninterrupted")
+def test_sigkilled_pretrain_resumes_to_the_same_weights(
+    tmp_path: Path, data_dir: Path, tokenizer_dir: Path, pretrain_run: StageRun
+):
+    uninterrupted = pretrain_run  # the same spec, run once without interruption
     assert_ok(uninterrupted)
     assert uninterrupted.result()["resumed_from_step"] is None
 
     base = tmp_path / "killed"
-    spec_path = write_spec(base, "pretrain", CONFIG, inputs)
+    inputs = {"data_path": data_dir / "text.jsonl", "data_format": "text", "tokenizer_path": tokenizer_dir}
+    spec_path = write_spec(base, "pretrain", PRETRAIN_CONFIG, inputs)
     checkpoints = base / "work" / "checkpoints"
     _start_and_kill_after_first_checkpoint(spec_path, checkpoints)
     assert not (base / "out").exists() and not (base / "result.json").exists()
 
     # A checkpoint torn by a crash mid-save (weights half written, no marker) must never be picked.
-    torn = checkpoints / "checkpoint-115"
+    torn = checkpoints / "checkpoint-55"
     torn.mkdir()
     (torn / "model.safetensors").write_bytes(b"\x00" * 64)
-    (torn / "trainer_state.json").write_text('{"global_step": 115')
+    (torn / "trainer_state.json").write_text('{"global_step": 55')
 
     resumed = StageRun(run_runner(spec_path), base)
     assert_ok(resumed)
     result = resumed.result()
-    assert result["resumed_from_step"] is not None and 10 <= result["resumed_from_step"] < CONFIG["max_steps"]
-    assert result["steps"] == CONFIG["max_steps"]
+    assert result["resumed_from_step"] is not None and 10 <= result["resumed_from_step"] < PRETRAIN_CONFIG["max_steps"]
+    assert result["steps"] == PRETRAIN_CONFIG["max_steps"]
     assert result["train_tokens"] == uninterrupted.result()["train_tokens"]
     assert not torn.exists()
 
@@ -96,12 +84,12 @@ def test_sigkilled_pretrain_resumes_to_the_same_weights(tmp_path: Path, data_dir
 
     # The metrics file reads as one run: every logging step once, in order.
     rows = assert_metrics_rows(resumed)
-    assert [row["step"] for row in rows] == list(range(5, CONFIG["max_steps"] + 1, 5))
+    assert [row["step"] for row in rows] == list(range(5, PRETRAIN_CONFIG["max_steps"] + 1, 5))
 
     # Only the newest complete checkpoints are kept; what the Trainer loads back from them is
     # safetensors or opens with torch.load(weights_only=True); the TrainingArguments pickle is gone.
     kept = sorted(checkpoints.iterdir(), key=lambda path: int(path.name.split("-")[1]))
-    assert [path.name for path in kept] == ["checkpoint-110", "checkpoint-120"]
+    assert [path.name for path in kept] == ["checkpoint-50", "checkpoint-60"]
     for checkpoint in kept:
         assert json.loads((checkpoint / COMPLETE_MARKER).read_text()) == {"step": int(checkpoint.name.split("-")[1])}
         assert (checkpoint / "model.safetensors").is_file()

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from training.training_helpers import (
+    StageRun,
     assert_metrics_rows,
     assert_ok,
     assert_plain_model_dir,
@@ -37,23 +38,23 @@ def test_tokenizer_stage_writes_a_tokenizer_dir(tmp_path: Path, data_dir: Path):
     assert result["train_tokens"] > 0 and result["vocab_size"] == len(tokenizer)
 
 
-def test_pretrain_from_scratch_learns_and_saves_a_model(tmp_path: Path, data_dir: Path, tokenizer_dir: Path):
-    run = run_stage(
-        tmp_path,
-        "pretrain",
-        {**FAST, "max_steps": 8, "size": "tiny", "seq_len": 32, "lr": 3e-3},
-        {"data_path": data_dir / "text.jsonl", "data_format": "text", "tokenizer_path": tokenizer_dir},
-    )
+def test_pretrain_from_scratch_learns_and_saves_a_model(pretrain_run: StageRun):
+    run = pretrain_run
     assert_ok(run)
     model, tokenizer = assert_plain_model_dir(run.output_dir)
     assert model.config.hidden_size == 64 and model.config.num_hidden_layers == 2
     assert model.config.vocab_size == len(tokenizer)
     rows = assert_metrics_rows(run)
-    assert rows[-1]["loss"] < rows[0]["loss"]
+    assert [row["step"] for row in rows] == list(range(5, 61, 5))
+    assert rows[-1]["loss"] < rows[0]["loss"] - 1.0
     result = run.result()
-    assert result["steps"] == 8 and result["resumed_from_step"] is None
-    assert math.isfinite(result["final_loss"])
-    assert result["train_tokens"] == 8 * 4 * 32  # 8 steps of 4 full blocks of 32 tokens
+    assert result["steps"] == 60 and result["resumed_from_step"] is None
+    assert math.isfinite(result["final_loss"]) and result["final_loss"] == rows[-1]["loss"]
+    # Token count: whole epochs of all packed blocks, then full batches of 4 blocks of 32 tokens.
+    blocks, batch, seq_len = result["train_blocks"], 4, 32
+    steps_per_epoch = -(-blocks // batch)
+    epochs, rest = divmod(60, steps_per_epoch)
+    assert result["train_tokens"] == epochs * blocks * seq_len + rest * batch * seq_len
 
 
 def test_cpt_continues_an_existing_model(tmp_path: Path, data_dir: Path, tiny_model_dir: Path):

@@ -11,6 +11,19 @@ from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 
+# The pretrain run the stage test checks and the resume test kills: long enough (in steps) that a
+# kill after the first checkpoint lands well before the end, short enough to take a few seconds.
+PRETRAIN_CONFIG = {
+    "max_steps": 60,
+    "save_steps": 10,
+    "logging_steps": 5,
+    "batch_size": 4,
+    "seq_len": 32,
+    "size": "tiny",
+    "device": "cpu",
+    "keep_checkpoints": 2,
+}
+
 
 def write_jsonl(path: Path, rows: list[dict]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)

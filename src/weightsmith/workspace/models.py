@@ -155,3 +155,130 @@ class ModelVersionData(Base):
     __tablename__ = "model_version_data"
     model_version_id: Mapped[int] = mapped_column(ForeignKey("model_versions.id"), primary_key=True)
     dataset_version_id: Mapped[int] = mapped_column(ForeignKey("dataset_versions.id"), primary_key=True)
+
+
+# -- evals, gates and registry aliases (issue #4) ---------------------------------------------
+
+
+class EvalRun(Base):
+    """One run of a KPI suite on one model: written whole, in one transaction, when it has finished."""
+
+    __tablename__ = "eval_runs"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id"))
+    suite_name: Mapped[str] = mapped_column(String(200))
+    # Same hash = same KPI definitions on the same dataset contents, so a gate may reuse the run.
+    suite_hash: Mapped[str] = mapped_column(String(64), index=True)
+    suite: Mapped[dict[str, Any]] = mapped_column(default=dict)  # the resolved suite spec
+    source: Mapped[str | None] = mapped_column(Text, nullable=True)  # the suite file, when there was one
+    model_version_id: Mapped[int | None] = mapped_column(ForeignKey("model_versions.id"), nullable=True, index=True)
+    model_ref: Mapped[str] = mapped_column(Text)  # NAME@vN, or the local directory evaluated
+    device: Mapped[str] = mapped_column(String(40))
+    seconds: Mapped[float] = mapped_column(Float)
+    started_at: Mapped[datetime] = mapped_column(DateTime)
+    finished_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class EvalKpiResult(Base):
+    """A KPI's aggregate in one run: value, confidence interval, target and whether it was met."""
+
+    __tablename__ = "eval_kpi_results"
+    __table_args__ = (UniqueConstraint("run_id", "kpi"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("eval_runs.id"), index=True)
+    kpi: Mapped[str] = mapped_column(String(200))
+    metric: Mapped[str] = mapped_column(String(200))
+    aggregate: Mapped[str] = mapped_column(String(20))
+    direction: Mapped[str] = mapped_column(String(10))  # higher | lower is better
+    retention: Mapped[bool] = mapped_column(default=False)
+    dataset_version_id: Mapped[int | None] = mapped_column(ForeignKey("dataset_versions.id"), nullable=True)
+    value: Mapped[float | None] = mapped_column(Float, nullable=True)
+    ci_low: Mapped[float | None] = mapped_column(Float, nullable=True)
+    ci_high: Mapped[float | None] = mapped_column(Float, nullable=True)
+    n: Mapped[int] = mapped_column(Integer)
+    target: Mapped[float | None] = mapped_column(Float, nullable=True)
+    met_target: Mapped[bool | None] = mapped_column(nullable=True)
+    seconds: Mapped[float] = mapped_column(Float, default=0.0)
+    details: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+class EvalExample(Base):
+    """One example of one KPI in one run: what the model was asked, what it said, its score and timing."""
+
+    __tablename__ = "eval_examples"
+    __table_args__ = (UniqueConstraint("run_id", "kpi", "position"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("eval_runs.id"), index=True)
+    kpi: Mapped[str] = mapped_column(String(200))
+    position: Mapped[int] = mapped_column(Integer)  # the row's index in the KPI's dataset: pairs runs
+    prompt: Mapped[Any | None] = mapped_column(JSON, nullable=True)  # as rendered for the model
+    prediction: Mapped[str | None] = mapped_column(Text, nullable=True)
+    reference: Mapped[dict[str, Any]] = mapped_column(default=dict)  # the row's other columns
+    score: Mapped[float | None] = mapped_column(Float, nullable=True)
+    tokens: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    seconds: Mapped[float | None] = mapped_column(Float, nullable=True)
+    finish_reason: Mapped[str | None] = mapped_column(String(10), nullable=True)
+
+
+class Gate(Base):
+    """A verdict: a candidate against floors and (when there is one) a baseline, rule by rule."""
+
+    __tablename__ = "eval_gates"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id"))
+    suite_name: Mapped[str] = mapped_column(String(200))
+    suite_hash: Mapped[str] = mapped_column(String(64))
+    candidate_version_id: Mapped[int] = mapped_column(ForeignKey("model_versions.id"), index=True)
+    baseline_version_id: Mapped[int | None] = mapped_column(ForeignKey("model_versions.id"), nullable=True)
+    baseline_ref: Mapped[str | None] = mapped_column(String(400), nullable=True)  # as given, e.g. quill@champion
+    alias: Mapped[str | None] = mapped_column(String(100), nullable=True)  # the alias the baseline was named by
+    candidate_run_id: Mapped[int] = mapped_column(ForeignKey("eval_runs.id"))
+    baseline_run_id: Mapped[int | None] = mapped_column(ForeignKey("eval_runs.id"), nullable=True)
+    passed: Mapped[bool] = mapped_column()
+    floors_only: Mapped[bool] = mapped_column(default=False)
+    note: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class GateRule(Base):
+    __tablename__ = "eval_gate_rules"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    gate_id: Mapped[int] = mapped_column(ForeignKey("eval_gates.id"), index=True)
+    kpi: Mapped[str] = mapped_column(String(200))
+    rule: Mapped[str] = mapped_column(String(40))  # floor | max_regression | paired_test
+    value: Mapped[float | None] = mapped_column(Float, nullable=True)
+    baseline: Mapped[float | None] = mapped_column(Float, nullable=True)
+    threshold: Mapped[float | None] = mapped_column(Float, nullable=True)
+    p_value: Mapped[float | None] = mapped_column(Float, nullable=True)
+    passed: Mapped[bool] = mapped_column()
+    retention: Mapped[bool] = mapped_column(default=False)
+    detail: Mapped[str] = mapped_column(Text, default="")
+
+
+class ModelAlias(Base):
+    """A movable name (champion, candidate, ...) for one version of a model; moved only by promote/rollback."""
+
+    __tablename__ = "model_aliases"
+    __table_args__ = (UniqueConstraint("model_id", "name"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    model_id: Mapped[int] = mapped_column(ForeignKey("models.id"))
+    name: Mapped[str] = mapped_column(String(100))
+    model_version_id: Mapped[int] = mapped_column(ForeignKey("model_versions.id"))
+    suite_name: Mapped[str | None] = mapped_column(String(200), nullable=True)  # the suite its gates use
+    updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class AliasMove(Base):
+    """Every move of an alias, kept forever: who moved it, why, on which gate, and whether it was forced."""
+
+    __tablename__ = "model_alias_moves"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    alias_id: Mapped[int] = mapped_column(ForeignKey("model_aliases.id"), index=True)
+    action: Mapped[str] = mapped_column(String(20))  # promote | rollback
+    from_version_id: Mapped[int | None] = mapped_column(ForeignKey("model_versions.id"), nullable=True)
+    to_version_id: Mapped[int] = mapped_column(ForeignKey("model_versions.id"))
+    gate_id: Mapped[int | None] = mapped_column(ForeignKey("eval_gates.id"), nullable=True)
+    forced: Mapped[bool] = mapped_column(default=False)
+    actor: Mapped[str] = mapped_column(String(200))
+    reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)

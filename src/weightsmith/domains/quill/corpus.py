@@ -104,7 +104,7 @@ def explain_steps(program: Program, rng: random.Random) -> list[str]:
     for stmt in program.statements:
         if isinstance(stmt, Portfolio):
             where = f", among the assets where `{format_expr(stmt.where)}` holds" if stmt.where is not None else ""
-            top = f" with top={fmt(stmt.top)}" if stmt.top is not None else " with the default top of 0.2"
+            top = f", with top={fmt(stmt.top)}" if stmt.top is not None else ", with the default top of 0.2"
             if stmt.kind == "weighted":
                 top = ""
             steps.append(f"`portfolio {stmt.kind}(...)` turns `{format_expr(stmt.signal)}` into "
@@ -116,7 +116,8 @@ def explain_steps(program: Program, rng: random.Random) -> list[str]:
             if text in seen:
                 continue
             seen.add(text)
-            steps.append(f"`{text}` is {describe_expr(node, rng)} ({OPS[node.op].category}).")
+            verb = "is true where" if OPS[node.op].returns == "mask" else "is"
+            steps.append(f"`{text}` {verb} {describe_expr(node, rng)} ({OPS[node.op].category}).")
         kind = "signal" if isinstance(stmt, Signal) else "filter"
         steps.append(f"The result is named `{stmt.name}`, a {kind}.")
     return steps

@@ -62,7 +62,7 @@ SIGNAL_NAMES = ("mom", "rev", "alpha", "sig", "trend", "value", "spread", "carry
                 "edge", "pulse", "drift", "swing", "skew", "heat", "flow", "lead", "fade", "bounce",
                 "vol_sig", "liq_sig", "breakout", "mean_rev", "quality")
 FILTER_NAMES = ("liquid", "active", "tradable", "calm", "big", "up_day", "trending", "cheap", "busy",
-                "quiet", "universe", "ok", "strong", "stable", "hot")
+                "quiet", "screen", "ok", "strong", "stable", "hot")
 TOP_CHOICES = {"long_short": (0.1, 0.2, 0.25, 0.3, None), "long_only": (0.1, 0.2, 0.3, 0.5, None), "weighted": (None,)}
 
 
@@ -351,7 +351,9 @@ class ProgramGenerator:
         return None
 
     def second_operand(self, op: Op, depth: int, budget: int, first: Expr) -> Expr:
-        if op.name in LITERAL_OPERANDS and self.rng.random() < 0.3:
+        # rank(x) - 0.5 centres a rank; volume - 1 is noise. Shifts only suit unitless values.
+        shift_ok = op.name not in ("add", "sub") or units(first) in (None, "unitless")
+        if op.name in LITERAL_OPERANDS and shift_ok and self.rng.random() < 0.3:
             return Num(float(self.rng.choice(LITERAL_OPERANDS[op.name])))
         for _ in range(6):
             other_depth = 0 if self.rng.random() < 0.6 else self.rng.randint(0, max(0, depth - 1))

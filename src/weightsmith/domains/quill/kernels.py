@@ -139,6 +139,8 @@ def ts_corr(x, y, n):
 
 
 def decay_linear(x, n):
+    if n > len(x):  # no full window; and a candidate's absurd window must not allocate n weights
+        return np.full(x.shape, NAN)
     weights = np.arange(1, n + 1, dtype=float)  # oldest day weighs 1, today weighs n
     weights /= weights.sum()
     return _rolling(x, n, lambda w: w @ weights)

@@ -1,0 +1,374 @@
+"""KPI suites: a YAML file of named KPIs, validated key by key before any model is loaded.
+
+A KPI is a dataset, how to prompt the model with it, a metric, how to aggregate the
+per-example scores, and the target a person cares about::
+
+    name: dispatch-kpis
+    prompt:     {system: You are the dispatch desk assistant.}   # defaults for every KPI
+    generation: {max_new_tokens: 16}
+    gate:       {max_regression: 0.05, alpha: 0.05}
+    retention_suite: general.yaml        # its KPIs are gated too, as retention KPIs
+    kpis:
+      answers:
+        path: data/held.jsonl            # a file next to the suite (versioned as a dataset) ...
+        format: prompt
+        metric: normalized_match         # any registered metric, or mypkg.metrics:my_metric
+        target: 0.8                      # the floor a gate checks (a ceiling when direction: lower)
+      manual_ppl:
+        data: docs@v1                    # ... or a workspace dataset version
+        metric: perplexity               # lower is better: its direction defaults to lower
+        retention: true
+        gate: {max_regression: "5%"}     # relative to the baseline's value
+
+Prompt-format rows are generation KPIs (the row's other columns reach the metric as
+``**row``); text-format rows feed ``perplexity``. ``lm_eval: {task: ...}`` instead of a
+dataset runs an lm-evaluation-harness task (with the optional ``lm-eval`` package).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from weightsmith.errors import UserError, closest
+
+# Metrics that need the model itself or the generation's timing, not just the completions;
+# every other metric comes from the shared reward registry (weightsmith.rewards).
+MODEL_METRICS = ("perplexity", "latency")
+LOWER_IS_BETTER = {"perplexity", "latency"}
+AGGREGATES = ("mean", "pass_rate", "median", "p90", "p95", "perplexity")
+KPI_FORMATS = ("prompt", "text")
+_KPI_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
+
+
+class PromptSpec(BaseModel):
+    """How a dataset row becomes what the model sees."""
+
+    model_config = ConfigDict(extra="forbid")
+    system: str | None = Field(None, description="a system message put before the conversation")
+    template: str | None = Field(
+        None,
+        description="a Python format string over the row's columns, e.g. 'Q: {question}\\nA:'; for chat "
+        "prompts it rewrites the last user message, with {prompt} standing for its text",
+    )
+    chat: bool = Field(False, description="send plain-text prompts as a user message through the chat template")
+
+
+class GenerationSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    max_new_tokens: int = Field(64, ge=1)
+    temperature: float = Field(0.0, ge=0)
+    top_p: float = Field(1.0, gt=0, le=1)
+    stop: list[str] = []
+    batch_size: int = Field(16, ge=1)
+    seed: int = 0
+
+
+class GateSpec(BaseModel):
+    """The rules a gate applies to this KPI, besides its target (the floor)."""
+
+    model_config = ConfigDict(extra="forbid")
+    max_regression: float | str | None = Field(
+        None, description="how much worse than the baseline it may be: a number in the KPI's units, or 'N%' of the baseline"
+    )
+    paired_test: bool = Field(True, description="refuse when the candidate is significantly worse on the same examples")
+    alpha: float = Field(0.05, gt=0, lt=1)
+
+
+class LmEvalSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    task: str
+    metric: str = "acc"
+    filter: str = "none"
+    num_fewshot: int | None = None
+    limit: int | None = Field(None, ge=1)
+    batch_size: int = Field(8, ge=1)
+
+
+class KpiSpec(BaseModel):
+    """One KPI as written in the YAML (the nested blocks are validated on their own)."""
+
+    model_config = ConfigDict(extra="forbid")
+    description: str = ""
+    data: str | None = Field(None, description="a workspace dataset: NAME (newest version) or NAME@vN")
+    path: str | None = Field(None, description="a file or folder, relative to the suite file")
+    format: str | None = Field(None, description="the format of 'path': prompt | text")
+    dataset_name: str | None = Field(None, description="the dataset 'path' is versioned as (default: the file's stem)")
+    metric: str | None = None
+    options: dict[str, Any] = Field({}, description="keyword arguments given to the metric as they are")
+    columns: dict[str, Any] = Field({}, description="a constant column added to every row (e.g. a regex 'pattern')")
+    aggregate: Literal["mean", "pass_rate", "median", "p90", "p95", "perplexity"] | None = None
+    pass_threshold: float = Field(0.5, description="pass_rate counts the examples scoring at least this")
+    direction: Literal["higher", "lower"] | None = None
+    target: float | None = None
+    retention: bool = False
+    limit: int | None = Field(None, ge=1, description="use only the first N rows")
+    seq_len: int = Field(256, ge=2, description="perplexity: the longest window scored at once")
+    prompt: dict[str, Any] | None = None
+    generation: dict[str, Any] | None = None
+    gate: dict[str, Any] | None = None
+    lm_eval: dict[str, Any] | None = None
+
+
+class Kpi(BaseModel):
+    """A KPI with every default filled in: what :mod:`weightsmith.evals.run` executes."""
+
+    name: str
+    description: str = ""
+    kind: Literal["generate", "perplexity", "lm_eval"]
+    metric: str
+    options: dict[str, Any] = {}
+    columns: dict[str, Any] = {}
+    data: str | None = None
+    path: str | None = None  # absolute, resolved against the suite file's folder
+    format: str | None = None
+    dataset_name: str | None = None
+    aggregate: str
+    pass_threshold: float = 0.5
+    direction: Literal["higher", "lower"]
+    target: float | None = None
+    retention: bool = False
+    limit: int | None = None
+    seq_len: int = 256
+    prompt: PromptSpec = PromptSpec()
+    generation: GenerationSpec = GenerationSpec()
+    gate: GateSpec = GateSpec()
+    lm_eval: LmEvalSpec | None = None
+
+    def max_regression(self, baseline: float) -> float | None:
+        """The allowed regression in the KPI's units against ``baseline`` (None: no such rule)."""
+        allowed = self.gate.max_regression
+        if allowed is None:
+            return None
+        if isinstance(allowed, str):
+            return float(allowed.rstrip("%")) / 100 * abs(baseline)
+        return float(allowed)
+
+
+class Suite(BaseModel):
+    name: str
+    description: str = ""
+    device: str = "auto"
+    kpis: dict[str, Kpi]
+    source: str | None = None  # the YAML file, when loaded from one
+
+
+SUITE_KEYS = {"name", "description", "device", "prompt", "generation", "gate", "kpis", "retention_suite"}
+
+
+def load_suite(source: str | Path | dict | Suite, *, base_dir: str | Path | None = None) -> Suite:
+    """A suite from a YAML path, a mapping already parsed (e.g. inline in a pipeline), or a Suite.
+
+    Args:
+        source: the suite.
+        base_dir: where a mapping's relative ``path:`` entries live (default: the current folder).
+
+    Raises:
+        UserError: naming the file and the key, for anything wrong in the suite.
+    """
+    if isinstance(source, Suite):
+        return source
+    if isinstance(source, dict):
+        return _validate(source, Path(base_dir or ".").resolve(), "suite", seen=set())
+    path = Path(source)
+    return _load_file(path, seen=set())
+
+
+def _load_file(path: Path, *, seen: set[Path]) -> Suite:
+    if not path.is_file():
+        raise UserError(f"suite file '{path}' does not exist.")
+    resolved = path.resolve()
+    if resolved in seen:
+        raise UserError(f"{path}: the suites name each other as retention_suite in a loop; break the loop.")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
+        raise UserError(f"{path}{where}: not valid YAML ({getattr(exc, 'problem', exc)}).") from exc
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{path}: not UTF-8 text.") from exc
+    if not isinstance(raw, dict):
+        raise UserError(f"{path}: a suite is a mapping with 'name' and 'kpis'.")
+    raw.setdefault("name", path.stem)
+    suite = _validate(raw, resolved.parent, str(path), seen={*seen, resolved})
+    return suite.model_copy(update={"source": str(resolved)})
+
+
+def _validate(raw: dict, base: Path, where: str, *, seen: set[Path]) -> Suite:
+    for key in raw:
+        if key not in SUITE_KEYS:
+            raise UserError(f"{where}: unknown key '{key}'{closest(str(key), SUITE_KEYS)}; known keys: {', '.join(sorted(SUITE_KEYS))}.")
+    name = raw.get("name", "suite")
+    if not isinstance(name, str) or not _KPI_NAME.fullmatch(name):
+        raise UserError(f"{where}: name: give the suite a name of letters, digits, '_', '-' or '.', got {name!r}.")
+    device = raw.get("device", "auto")
+    if not isinstance(device, str):
+        raise UserError(f"{where}: device: give a device such as auto, cpu or cuda, got {device!r}.")
+    defaults = {}
+    for block in ("prompt", "generation", "gate"):
+        value = raw.get(block) or {}
+        if not isinstance(value, dict):
+            raise UserError(f"{where}: {block}: must be a mapping of settings, got {value!r}.")
+        defaults[block] = value
+    raw_kpis = raw.get("kpis")
+    if not isinstance(raw_kpis, dict) or not raw_kpis:
+        raise UserError(f"{where}: kpis: give a non-empty mapping of KPI name to its settings.")
+
+    kpis: dict[str, Kpi] = {}
+    for kpi_name, body in raw_kpis.items():
+        kpis[str(kpi_name)] = _validate_kpi(str(kpi_name), body, defaults, base, where)
+
+    retention = raw.get("retention_suite")
+    if retention is not None:
+        if not isinstance(retention, str):
+            raise UserError(f"{where}: retention_suite: give the path of another suite file, got {retention!r}.")
+        other_path = Path(retention) if Path(retention).is_absolute() else base / retention
+        if not other_path.is_file():
+            raise UserError(f"{where}: retention_suite: '{other_path}' does not exist.")
+        other = _load_file(other_path, seen=seen)
+        for other_name, kpi in other.kpis.items():
+            # Prefixed, because a retention suite often reuses KPI names ("exact", "ppl").
+            merged_name = f"{other.name}/{other_name}"
+            if merged_name in kpis:
+                raise UserError(f"{where}: retention_suite: KPI '{merged_name}' is defined twice; rename one.")
+            kpis[merged_name] = kpi.model_copy(update={"name": merged_name, "retention": True})
+    return Suite(name=name, description=str(raw.get("description") or ""), device=device, kpis=kpis)
+
+
+def _validate_kpi(name: str, body: Any, defaults: dict[str, dict], base: Path, where: str) -> Kpi:
+    key = f"kpis.{name}"
+    if not _KPI_NAME.fullmatch(name):
+        raise UserError(f"{where}: {key}: a KPI name uses letters, digits, '_', '-' or '.'.")
+    if not isinstance(body, dict):
+        raise UserError(f"{where}: {key}: must be a mapping with a metric and its data, got {body!r}.")
+    spec = _model(KpiSpec, body, where, key)
+    prompt = _model(PromptSpec, {**defaults["prompt"], **(spec.prompt or {})}, where, f"{key}.prompt")
+    generation = _model(GenerationSpec, {**defaults["generation"], **(spec.generation or {})}, where, f"{key}.generation")
+    gate = _model(GateSpec, {**defaults["gate"], **(spec.gate or {})}, where, f"{key}.gate")
+    _check_max_regression(gate.max_regression, where, key)
+    if prompt.template is not None:
+        _check_template(prompt.template, where, key)
+
+    if spec.lm_eval is not None:
+        lm = _model(LmEvalSpec, spec.lm_eval, where, f"{key}.lm_eval")
+        for clash in ("data", "path", "metric"):
+            if getattr(spec, clash) is not None:
+                raise UserError(f"{where}: {key}: an lm_eval KPI takes its data and metric from the task; remove '{clash}'.")
+        return Kpi(
+            name=name, description=spec.description, kind="lm_eval", metric=f"lm_eval:{lm.task}/{lm.metric}",
+            aggregate="mean", direction=spec.direction or "higher", target=spec.target, retention=spec.retention,
+            gate=gate, lm_eval=lm,
+        )
+
+    if spec.metric is None:
+        raise UserError(f"{where}: {key}.metric: required key is missing (e.g. exact_match, chrf, perplexity).")
+    _check_metric(spec.metric, where, key)
+    kind = "perplexity" if spec.metric == "perplexity" else "generate"
+    needed_format = "text" if kind == "perplexity" else "prompt"
+
+    if (spec.data is None) == (spec.path is None):
+        raise UserError(
+            f"{where}: {key}: name its data either as 'data: NAME@vN' (a workspace dataset) or as "
+            "'path: FILE' with 'format:' (a file next to the suite), not both or neither."
+        )
+    path = None
+    if spec.path is not None:
+        if spec.format is None:
+            raise UserError(f"{where}: {key}.format: required with 'path' ({needed_format} for metric '{spec.metric}').")
+        path = str(Path(spec.path) if Path(spec.path).is_absolute() else (base / spec.path).resolve())
+        if not Path(path).exists():
+            raise UserError(f"{where}: {key}.path: '{path}' does not exist.")
+        if spec.format != needed_format:
+            raise UserError(
+                f"{where}: {key}.format: metric '{spec.metric}' reads {needed_format} rows, not {spec.format!r} "
+                f"({'text documents' if needed_format == 'text' else 'prompt rows with the columns it scores against'})."
+            )
+    elif spec.format is not None:
+        raise UserError(f"{where}: {key}.format: only with 'path'; a workspace dataset already has its format.")
+
+    aggregate = spec.aggregate or ("perplexity" if kind == "perplexity" else "mean")
+    if (aggregate == "perplexity") != (kind == "perplexity"):
+        raise UserError(
+            f"{where}: {key}.aggregate: 'perplexity' is the aggregate of the perplexity metric and only of it; "
+            f"use one of {', '.join(a for a in AGGREGATES if a != 'perplexity')}."
+        )
+    return Kpi(
+        name=name,
+        description=spec.description,
+        kind=kind,
+        metric=spec.metric,
+        options=spec.options,
+        columns=spec.columns,
+        data=spec.data,
+        path=path,
+        format=spec.format,
+        dataset_name=spec.dataset_name or (Path(path).stem if path else None),
+        aggregate=aggregate,
+        pass_threshold=spec.pass_threshold,
+        direction=spec.direction or ("lower" if spec.metric in LOWER_IS_BETTER else "higher"),
+        target=spec.target,
+        retention=spec.retention,
+        limit=spec.limit,
+        seq_len=spec.seq_len,
+        prompt=prompt,
+        generation=generation,
+        gate=gate,
+    )
+
+
+def _model(cls: type[BaseModel], data: dict, where: str, key: str):
+    if not isinstance(data, dict):
+        raise UserError(f"{where}: {key}: must be a mapping, got {data!r}.")
+    try:
+        return cls.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = ".".join(str(p) for p in err["loc"])
+        if err["type"] == "extra_forbidden":
+            field = str(err["loc"][-1])
+            known = sorted(cls.model_fields)
+            raise UserError(f"{where}: {key}.{loc}: unknown key{closest(field, known)}; known keys: {', '.join(known)}.") from exc
+        if err["type"] == "missing":
+            raise UserError(f"{where}: {key}.{loc}: required key is missing.") from exc
+        raise UserError(f"{where}: {key}.{loc}: {err['msg']} (got {err.get('input')!r}).") from exc
+
+
+def _check_metric(metric: str, where: str, key: str) -> None:
+    from weightsmith.rewards import get_reward, reward_names
+
+    if ":" in metric:
+        try:
+            get_reward(metric)  # imports the user's module now, before any compute
+        except UserError as exc:
+            raise UserError(f"{where}: {key}.metric: {exc}") from exc
+        return
+    known = [*reward_names(), *MODEL_METRICS]
+    if metric not in known:
+        raise UserError(
+            f"{where}: {key}.metric: unknown metric '{metric}'{closest(metric, known)}; known: {', '.join(sorted(known))} "
+            "(or your own function as module:function)."
+        )
+
+
+def _check_max_regression(value: float | str | None, where: str, key: str) -> None:
+    if value is None:
+        return
+    if isinstance(value, str):
+        if not re.fullmatch(r"\s*\d+(\.\d+)?\s*%\s*", value):
+            raise UserError(f"{where}: {key}.gate.max_regression: write a number or a percentage like '5%', got {value!r}.")
+    elif value < 0:
+        raise UserError(f"{where}: {key}.gate.max_regression: must be 0 or more, got {value}.")
+
+
+def _check_template(template: str, where: str, key: str) -> None:
+    import string
+
+    try:
+        list(string.Formatter().parse(template))
+    except ValueError as exc:
+        raise UserError(f"{where}: {key}.prompt.template: not a valid format string ({exc}); write literal braces as {{{{ }}}}.") from exc
