@@ -15,6 +15,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+from weightsmith import cli_evals
 from weightsmith.errors import GateRefused, UserError
 
 
@@ -74,12 +75,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-jobs", type=int)
     p.add_argument("--poll", type=float, default=1.0, help="seconds between looks for work")
 
-    models = verbs.add_parser("models", help="model registry: list, show").add_subparsers(
+    p = verbs.add_parser("quickstart", parents=[common], help="the whole lifecycle on the shipped Quill domain")
+    p.add_argument("--dir", default="quickstart-workspace", help="a new folder for the quickstart's workspace")
+    p.add_argument("--preset", default="laptop", help="laptop (the real run, ≤15 min on 2 CPU cores) | smoke (seconds)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", help="auto | cpu | cuda (default: the pipeline's)")
+
+    models = verbs.add_parser("models", help="model registry: list, show, promote, rollback, aliases").add_subparsers(
         dest="action", required=True, parser_class=_Parser
     )
     models.add_parser("list", parents=[common])
     p = models.add_parser("show", parents=[common])
-    p.add_argument("ref", help="NAME, NAME@vN")
+    p.add_argument("ref", help="NAME, NAME@vN, NAME@ALIAS")
+    cli_evals.add_model_parsers(models, common)
+    cli_evals.add_parsers(verbs, common)
     return parser
 
 
@@ -162,38 +171,36 @@ def cmd_run(args) -> int:
     return _run_inline(args, ws, submitted)
 
 
-def _run_inline(args, ws, submitted: dict) -> int:
-    from weightsmith.jobs.queue import list_jobs
-    from weightsmith.jobs.worker import Worker
-
-    people = not getattr(args, "json", False)
+def _stage_printer(enabled: bool):
+    """Prints a line when each stage starts and ends (for people; silent under --json)."""
     started: dict[int, float] = {}
 
     def on_event(event: str, job: dict) -> None:
-        if not people:
+        if not enabled:
             return
         if event == "started":
             started[job["id"]] = time.monotonic()
             print(f"\n▶ {job['stage']} ({job['kind']}, job {job['id']})", flush=True)
-        else:
-            took = time.monotonic() - started.get(job["id"], time.monotonic())
-            what = (job.get("result") or {}).get("model_version") or job.get("output") or ""
-            mark = "✓" if event == "succeeded" else "✗"
-            detail = what if event == "succeeded" else job.get("error")
-            print(f"{mark} {job['stage']} {event} in {took:.1f}s: {detail}", flush=True)
+            return
+        took = time.monotonic() - started.get(job["id"], time.monotonic())
+        result = job.get("result") or {}
+        what = result.get("model_version") or (result.get("dataset") or {}).get("ref") or job.get("output") or ""
+        mark, detail = ("✓", what) if event == "succeeded" else ("✗", job.get("error"))
+        print(f"{mark} {job['stage']} {event} in {took:.1f}s: {detail}", flush=True)
 
-    worker = Worker(ws, poll_s=0.2, echo=sys.stderr if people else None, on_event=on_event)
-    worker.run(until_idle=True, pipeline_id=submitted["pipeline"])
-    jobs = list_jobs(ws, pipeline_id=submitted["pipeline"])
-    from weightsmith.workspace.registry import list_versions
+    return on_event
 
-    versions = [v for v in list_versions(ws) if v["job"] in {j["id"] for j in jobs}]
-    doc = {**submitted, "jobs": jobs, "models": versions}
+
+def _run_inline(args, ws, submitted: dict) -> int:
+    from weightsmith.jobs.pipeline import run_inline
+
+    people = not getattr(args, "json", False)
+    doc = run_inline(ws, submitted, echo=sys.stderr if people else None, on_event=_stage_printer(people))
     _emit(args, doc, lambda d: _table(
         f"pipeline {d['pipeline']} ({d['name']})", ["job", "stage", "state", "model", "error"],
         [[j["id"], j["stage"], j["state"], next((v["ref"] for v in d["models"] if v["job"] == j["id"]), ""), j["error"] or ""]
          for j in d["jobs"]]))
-    failed = [j for j in jobs if j["state"] != "succeeded"]
+    failed = [j for j in doc["jobs"] if j["state"] != "succeeded"]
     if failed and people:
         first = failed[0]
         print(f"error: stage '{first['stage']}' {first['state']}: {first['error']} "
@@ -252,9 +259,43 @@ def cmd_worker(args) -> int:
     return 0
 
 
+def cmd_quickstart(args) -> int:
+    from weightsmith.quickstart import TABLE_KPIS, run_quickstart
+
+    people = not getattr(args, "json", False)
+    doc = run_quickstart(
+        Path(args.dir),
+        preset=args.preset,
+        seed=args.seed,
+        device=args.device,
+        echo=sys.stderr if people else None,
+        on_event=_stage_printer(people),
+        say=(lambda msg: print(msg, flush=True)) if people else (lambda _msg: None),
+    )
+
+    def human(d: dict) -> None:
+        def cell(kpi: dict | None) -> str:
+            if not kpi or kpi.get("value") is None:
+                return "-"
+            lo, hi = kpi.get("ci") or (None, None)
+            return f"{kpi['value']:.1%} [{lo:.1%}, {hi:.1%}]" if lo is not None else f"{kpi['value']:.1%}"
+
+        headers = ["exec acc, in-dist", "exec acc, held-out", "parse rate"]
+        _table("Quill quickstart (95% confidence intervals)", ["stage", "model", *headers],
+               [[st["stage"], st["model"], *[cell(st["kpis"].get(k)) for k in TABLE_KPIS]] for st in d["stages"]])
+        verdict = "passed" if d["gate"]["passed"] else "refused"
+        print(f"Gate {verdict} for {d['gate']['candidate']}; champion: {d['champion'] or 'unchanged'}")
+        print(f"Workspace: {d['workspace']}  (pipeline: {d['pipeline']}, suite: {d['suite']})")
+
+    _emit(args, doc, human)
+    return 0
+
+
 def cmd_models(args) -> int:
     from weightsmith.workspace.registry import list_versions, show_version
 
+    if args.action in cli_evals.MODEL_COMMANDS:
+        return cli_evals.MODEL_COMMANDS[args.action](args)
     ws = _open(args)
     if args.action == "list":
         doc = list_versions(ws)
@@ -274,7 +315,16 @@ def _print_model(d: dict) -> None:
         print(f"    {'  ' * i}{'└─ ' if i else ''}{node['ref']} [{node['stage']}] run {node['run']} on {data}")
 
 
-COMMANDS = {"init": cmd_init, "data": cmd_data, "run": cmd_run, "jobs": cmd_jobs, "worker": cmd_worker, "models": cmd_models}
+COMMANDS = {
+    "init": cmd_init,
+    "data": cmd_data,
+    "run": cmd_run,
+    "jobs": cmd_jobs,
+    "worker": cmd_worker,
+    "models": cmd_models,
+    "quickstart": cmd_quickstart,
+}
+COMMANDS.update(cli_evals.COMMANDS)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -99,3 +100,34 @@ def test_sigkilled_pretrain_resumes_to_the_same_weights(
         for path in pickled:
             with safe_globals():  # numpy RNG state: allow-listed numpy types, still weights_only
                 torch.load(path, weights_only=True)
+
+
+def test_a_run_that_died_saving_its_model_is_restored_not_retrained(
+    tmp_path: Path, data_dir: Path, tokenizer_dir: Path
+):
+    """Killed after the final checkpoint, before the output: the rerun trains no further step."""
+    from weightsmith.training import pretrain
+    from weightsmith.training.common import StageContext, StageInputs
+
+    # A constant learning rate, so one extra step would show in the weights.
+    cfg = pretrain.Config(
+        max_steps=4, save_steps=2, logging_steps=1, batch_size=4, seq_len=32, lr_schedule="constant", device="cpu"
+    )
+    inputs = StageInputs(data_path=data_dir / "text.jsonl", data_format="text", tokenizer_path=tokenizer_dir)
+    ctx = StageContext(
+        work_dir=tmp_path / "work",
+        output_dir=tmp_path / "out",
+        seed=0,
+        metrics_path=tmp_path / "metrics.jsonl",
+        result_path=tmp_path / "result.json",
+    )
+    first = pretrain.run(cfg, inputs, ctx)
+    first_weights = load_weights(ctx.output_dir)
+    shutil.rmtree(ctx.output_dir)  # as if the process died while writing it
+
+    again = pretrain.run(cfg, inputs, ctx)
+    assert again["resumed_from_step"] == 4 and again["steps"] == 4
+    assert again["final_loss"] == first["final_loss"] and again["train_tokens"] == first["train_tokens"]
+    assert sorted(path.name for path in ctx.checkpoints_dir.iterdir()) == ["checkpoint-2", "checkpoint-4"]
+    weights = load_weights(ctx.output_dir)
+    assert all(torch.equal(weights[name], first_weights[name]) for name in first_weights)

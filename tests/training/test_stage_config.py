@@ -10,19 +10,23 @@ from pydantic import BaseModel
 from training.training_helpers import runner_env
 
 from weightsmith.errors import UserError
-from weightsmith.training import STAGE_KINDS, stage_config_class, validate_stage_config
+from weightsmith.training import STAGE_KINDS, TRAINING_STAGE_KINDS, stage_config_class, validate_stage_config
 from weightsmith.training.common import FineTuneConfig, TrainStageConfig
 
 
-def test_the_six_stages_are_registered_in_pipeline_order():
-    assert STAGE_KINDS == ("tokenizer", "pretrain", "cpt", "sft", "dpo", "grpo")
+def test_the_six_training_stages_are_registered_in_pipeline_order():
+    assert TRAINING_STAGE_KINDS == ("tokenizer", "pretrain", "cpt", "sft", "dpo", "grpo")
+    # Dataset-producing stages (synth) run through the same runner and registry.
+    assert [kind for kind in STAGE_KINDS if kind in TRAINING_STAGE_KINDS] == list(TRAINING_STAGE_KINDS)
 
 
 def test_validating_configs_imports_no_ml_library():
     code = (
         "import sys\n"
-        "from weightsmith.training import STAGE_KINDS, stage_config_class, validate_stage_config\n"
+        "from weightsmith.training import STAGE_KINDS, TRAINING_STAGE_KINDS, stage_config_class, validate_stage_config\n"
         "for kind in STAGE_KINDS:\n"
+        "    stage_config_class(kind)\n"
+        "for kind in TRAINING_STAGE_KINDS:\n"
         "    validate_stage_config(kind, {})\n"
         "heavy = [m for m in ('torch', 'transformers', 'trl', 'peft', 'datasets', 'tokenizers') if m in sys.modules]\n"
         "assert not heavy, heavy\n"
@@ -31,7 +35,7 @@ def test_validating_configs_imports_no_ml_library():
     assert proc.returncode == 0, proc.stderr
 
 
-@pytest.mark.parametrize("kind", STAGE_KINDS)
+@pytest.mark.parametrize("kind", TRAINING_STAGE_KINDS)
 def test_every_setting_has_a_working_default_and_a_description(kind: str):
     config_class = stage_config_class(kind)
     assert issubclass(config_class, BaseModel)

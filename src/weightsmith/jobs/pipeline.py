@@ -148,3 +148,19 @@ def _topological(stages: list[StageSpec], plans: list[dict]) -> list[tuple[Stage
     for s in stages:
         visit(s.name)
     return [by_name[n] for n in done]
+
+
+def run_inline(ws: Workspace, submitted: dict[str, Any], *, echo=None, on_event=None) -> dict[str, Any]:
+    """Run a submitted pipeline's jobs in this process's worker until none is left.
+
+    Returns the submission with the jobs' final states and the model versions they registered.
+    """
+    from weightsmith.jobs.queue import list_jobs
+    from weightsmith.jobs.worker import Worker
+    from weightsmith.workspace.registry import list_versions
+
+    worker = Worker(ws, poll_s=0.2, echo=echo, on_event=on_event)
+    worker.run(until_idle=True, pipeline_id=submitted["pipeline"])
+    jobs = list_jobs(ws, pipeline_id=submitted["pipeline"])
+    job_ids = {j["id"] for j in jobs}
+    return {**submitted, "jobs": jobs, "models": [v for v in list_versions(ws) if v["job"] in job_ids]}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import time
 from pathlib import Path
 
@@ -22,7 +21,6 @@ class MetricsCallback(TrainerCallback):
 
     def __init__(self, metrics_path: Path) -> None:
         self.writer = MetricsWriter(metrics_path)
-        self.last_loss: float | None = None
         self._last_time = 0.0
         self._last_tokens = 0
 
@@ -31,15 +29,12 @@ class MetricsCallback(TrainerCallback):
         self._last_tokens = state.num_input_tokens_seen
 
     def on_log(self, args, state, control, logs=None, **kwargs):
-        if not logs or "loss" not in logs:
-            return  # the end-of-run summary, or an eval log
+        if not logs or "loss" not in logs or not state.is_world_process_zero:
+            return  # the end-of-run summary, an eval log, or another rank's copy
         now = time.perf_counter()
         elapsed = max(now - self._last_time, 1e-9)
         tokens_per_sec = (state.num_input_tokens_seen - self._last_tokens) / elapsed
         self._last_time, self._last_tokens = now, state.num_input_tokens_seen
-        loss = float(logs["loss"])
-        if math.isfinite(loss):
-            self.last_loss = loss
         self.writer.write(metrics_row(state.global_step, logs, tokens_per_sec))
 
 

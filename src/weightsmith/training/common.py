@@ -267,18 +267,29 @@ def train_with_resume(trainer: Trainer, cfg: TrainStageConfig, ctx: StageContext
     from weightsmith.training.callbacks import CheckpointCommitCallback, MetricsCallback
     from weightsmith.training.checkpoint import latest_complete_checkpoint, remove_incomplete_checkpoints
 
-    metrics = MetricsCallback(ctx.metrics_path)
-    trainer.add_callback(metrics)
+    trainer.add_callback(MetricsCallback(ctx.metrics_path))
     trainer.add_callback(CheckpointCommitCallback(keep=cfg.keep_checkpoints))
 
     remove_incomplete_checkpoints(ctx.checkpoints_dir)
     resume = latest_complete_checkpoint(ctx.checkpoints_dir)
-    trainer.train(resume_from_checkpoint=str(resume.path) if resume else None)
+    if resume is not None and resume.step >= trainer.args.max_steps:
+        # The run had finished training and died saving the model. Trainer.train() would take one more
+        # step before it checks max_steps (transformers 5.24), so we only restore weights and state,
+        # the way train() itself loads a checkpoint (safetensors, LoRA adapters, shards).
+        from transformers import TrainerState
+
+        trainer._load_from_checkpoint(str(resume.path))
+        trainer.state = TrainerState.load_from_json(str(resume.path / "trainer_state.json"))
+    else:
+        trainer.train(resume_from_checkpoint=str(resume.path) if resume else None)
 
     state = trainer.state
+    # From the restored log history, not this process's logs: a rerun that resumes from a checkpoint
+    # at max_steps trains no step and logs nothing, yet its final loss is the one logged before.
+    losses = [entry["loss"] for entry in state.log_history if isinstance(entry.get("loss"), (int, float))]
     return {
         "steps": int(state.global_step),
-        "final_loss": metrics.last_loss,
+        "final_loss": float(losses[-1]) if losses else None,
         "train_tokens": int(state.num_input_tokens_seen),
         "resumed_from_step": resume.step if resume else None,
     }
@@ -341,13 +352,30 @@ def save_model_dir(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, o
         model = model.merge_and_unload()
     model = model.to(torch.float32) if model.dtype != torch.float32 else model
 
-    # The ids must agree with the tokenizer, or a served model does not stop where it was trained to.
-    for config in (model.config, model.generation_config):
-        config.eos_token_id = tokenizer.eos_token_id
-        config.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-        config.bos_token_id = tokenizer.bos_token_id
+    align_special_token_ids(model, tokenizer)
 
     write_dir_atomically(output_dir, lambda tmp: (model.save_pretrained(tmp), tokenizer.save_pretrained(tmp)))
+
+
+def align_special_token_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> None:
+    """Make the model's configs agree with the tokenizer on EOS / pad / BOS.
+
+    Generation stops on the generation config's EOS ids; if the tokenizer's EOS (the token that
+    ends an assistant turn) is not among them, a served model runs past the end of its answer.
+    Other stop ids a model already has (e.g. a base model's end-of-text) are kept.
+    """
+    eos_id, pad_id = tokenizer.eos_token_id, tokenizer.pad_token_id
+    pad_id = eos_id if pad_id is None else pad_id
+    generation = model.generation_config
+    existing = generation.eos_token_id
+    existing = [] if existing is None else [existing] if isinstance(existing, int) else list(existing)
+    stop_ids = [eos_id, *(i for i in existing if i != eos_id)]
+    generation.eos_token_id = stop_ids[0] if len(stop_ids) == 1 else stop_ids
+    generation.pad_token_id = pad_id
+    generation.bos_token_id = tokenizer.bos_token_id
+    model.config.pad_token_id = pad_id
+    if model.config.eos_token_id is None:
+        model.config.eos_token_id = eos_id
 
 
 def write_dir_atomically(output_dir: Path, write) -> None:

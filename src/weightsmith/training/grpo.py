@@ -103,7 +103,9 @@ def run(cfg: Config, inputs: StageInputs, ctx: StageContext) -> dict:
 
     from datasets import Dataset
     from transformers import set_seed
-    from trl import GRPOConfig, GRPOTrainer
+    from trl import GRPOConfig
+
+    from weightsmith.training.grpo_resume import ResumableGRPOTrainer
 
     set_seed(ctx.seed)
     tokenizer = load_tokenizer(tokenizer_path, "grpo", need_chat_template=conversational)
@@ -118,7 +120,7 @@ def run(cfg: Config, inputs: StageInputs, ctx: StageContext) -> dict:
         beta=cfg.beta,
         reward_weights=cfg.reward_weights,
     )
-    trainer = GRPOTrainer(
+    trainer = ResumableGRPOTrainer(
         model=model,
         reward_funcs=rewards,
         args=args,

@@ -75,8 +75,7 @@ def train_on_text(
     from weightsmith.data.packing import collate_packed_blocks, pack_token_ids
 
     seq_len = cfg.seq_len  # type: ignore[attr-defined]  (pretrain and cpt configs both carry it)
-    texts = [str(row["text"]) for row in rows]
-    token_ids = tokenizer(texts, add_special_tokens=False)["input_ids"]
+    token_ids = list(_tokenize_in_batches(tokenizer, [str(row["text"]) for row in rows]))
     blocks = pack_token_ids(token_ids, seq_len=seq_len, eos_id=tokenizer.eos_token_id)
     if len(blocks) == 0:
         total = sum(len(ids) + 1 for ids in token_ids)
@@ -98,3 +97,12 @@ def train_on_text(
     result = train_with_resume(trainer, cfg, ctx)
     save_model_dir(trainer.model, tokenizer, ctx.output_dir)
     return {**result, "train_blocks": len(blocks), "seq_len": seq_len}
+
+
+def _tokenize_in_batches(tokenizer: PreTrainedTokenizerBase, texts: list[str], batch_size: int = 1024):
+    """Token ids per document as compact arrays (a Python list of ints costs ~8x the memory)."""
+    import numpy as np
+
+    for start in range(0, len(texts), batch_size):
+        encoded = tokenizer(texts[start : start + batch_size], add_special_tokens=False)["input_ids"]
+        yield from (np.asarray(ids, dtype=np.int32) for ids in encoded)

@@ -139,20 +139,44 @@ def _find_version(s, ws: Workspace, ref: str) -> ModelVersion:
         return model.versions[-1]
     text = ver[1:] if ver.startswith("v") else ver
     if not text.isdigit():
-        raise UserError(f"'{ref}': name a version as {name}@vN (e.g. {name}@v1).")
+        # NAME@ALIAS (e.g. quill@champion): aliases live in weightsmith.workspace.aliases.
+        from weightsmith.workspace.aliases import alias_names, alias_target
+
+        target = alias_target(s, model, ver)
+        if target is not None:
+            return target
+        known = alias_names(s, model)
+        raise UserError(
+            f"model '{name}' has no alias '{ver}'{closest(ver, known)}"
+            f"{' (aliases: ' + ', '.join(known) + ')' if known else ''}; name a version as {name}@vN (e.g. {name}@v1)."
+        )
     for mv in model.versions:
         if mv.version == int(text):
             return mv
     raise UserError(f"model '{name}' has no version v{text}; it has v1..v{model.versions[-1].version}.")
 
 
+def find_version(s, ws: Workspace, ref: str) -> ModelVersion:
+    """The version ``NAME``, ``NAME@latest``, ``NAME@vN`` or ``NAME@ALIAS`` names, in session ``s``."""
+    return _find_version(s, ws, ref)
+
+
 def show_version(ws: Workspace, ref: str) -> dict[str, Any]:
+    """One version with its lineage; ``ref`` may name an alias (``ref`` in the result is always NAME@vN)."""
+    from weightsmith.workspace.aliases import aliases_of
+
     with ws.session() as s:
-        return version_dict(s, _find_version(s, ws, ref), lineage=True)
+        mv = _find_version(s, ws, ref)
+        out = version_dict(s, mv, lineage=True)
+        out["aliases"] = aliases_of(s, mv)
+        tag = ref.partition("@")[2]
+        if tag in out["aliases"]:
+            out["resolved_from"] = ref
+        return out
 
 
 def resolve_model(ws: Workspace, ref: str) -> dict[str, Any]:
-    """``NAME``, ``NAME@vN`` or a local HF model directory → {"path", "id"|None, "ref"}."""
+    """``NAME``, ``NAME@vN``, ``NAME@ALIAS`` or a local HF model directory → {"path", "id"|None, "ref"}."""
     path = Path(ref).expanduser()
     if "@" not in ref and (path.is_dir() or "/" in ref or ref.startswith(".")):
         if not path.is_dir():

@@ -1,0 +1,236 @@
+"""The evaluation verbs of the command line: eval, eval report, eval history, gate, models promote/rollback/aliases.
+
+``cli.py`` wires these in with :func:`add_parsers` / :data:`COMMANDS` (top-level verbs) and
+:func:`add_model_parsers` / :data:`MODEL_COMMANDS` (subverbs of ``models``). Each handler is a
+thin call into :mod:`weightsmith.evals` or :mod:`weightsmith.workspace.aliases`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from weightsmith.errors import GateRefused, UserError
+
+EVAL_USAGE = (
+    "weightsmith eval SUITE --model NAME@vN [--device D]\n"
+    "       weightsmith eval report RUN_ID [--html FILE] [--gate GATE_ID]\n"
+    "       weightsmith eval history NAME [--suite SUITE]"
+)
+
+
+def add_parsers(verbs, common: argparse.ArgumentParser) -> None:
+    """Add ``eval`` and ``gate`` to the top-level verbs."""
+    p = verbs.add_parser(
+        "eval", parents=[common], usage=EVAL_USAGE,
+        help="run a KPI suite on a model (eval SUITE --model REF), or: eval report RUN_ID, eval history NAME",
+    )
+    p.add_argument("target", nargs="+", metavar="SUITE | report RUN_ID | history NAME")
+    p.add_argument("--model", "-m", help="the model to evaluate: NAME@vN, NAME@ALIAS or a model folder")
+    p.add_argument("--device", help="auto | cpu | cuda (default: the suite's device)")
+    p.add_argument("--html", metavar="FILE", help="report: also write a self-contained HTML page here")
+    p.add_argument("--gate", type=int, metavar="GATE_ID", help="report: the gate to show (default: the newest that judged the run)")
+    p.add_argument("--suite", help="history: only this suite's runs")
+
+    p = verbs.add_parser("gate", parents=[common], help="may a candidate replace its baseline? (exit 0 pass, 3 refused)")
+    p.add_argument("suite", help="the KPI suite YAML")
+    p.add_argument("--candidate", required=True, help="NAME@vN")
+    p.add_argument("--baseline", help="NAME@ALIAS (e.g. quill@champion) or NAME@vN; omit for floors only")
+    p.add_argument("--device", help="auto | cpu | cuda (default: the suite's device)")
+    p.add_argument("--rerun", action="store_true", help="evaluate again even if a run of this suite on the version is stored")
+
+
+def add_model_parsers(models, common: argparse.ArgumentParser) -> None:
+    """Add ``promote``, ``rollback`` and ``aliases`` under ``models``."""
+    p = models.add_parser("promote", parents=[common], help="move an alias to a version that passed its gate")
+    p.add_argument("ref", help="NAME@vN")
+    p.add_argument("--alias", required=True, help="e.g. champion")
+    p.add_argument("--force", action="store_true", help="promote without a passing gate (recorded with --reason)")
+    p.add_argument("--reason", help="why (required with --force)")
+    p.add_argument("--actor", help="who (default: WEIGHTSMITH_ACTOR or your login name)")
+    p = models.add_parser("rollback", parents=[common], help="move an alias back to its previous holder")
+    p.add_argument("name", help="the model's name")
+    p.add_argument("--alias", required=True)
+    p.add_argument("--reason")
+    p.add_argument("--actor")
+    p = models.add_parser("aliases", parents=[common], help="a model's aliases and every move of them")
+    p.add_argument("name")
+
+
+# -- handlers -----------------------------------------------------------------------------------
+def _base():
+    from weightsmith import cli
+
+    return cli
+
+
+def _fmt(x) -> str:
+    return "–" if x is None else f"{x:.4g}" if isinstance(x, float) else str(x)
+
+
+def _kpi_rows(kpis: dict) -> list[list]:
+    rows = []
+    for name, k in kpis.items():
+        low, high = k["ci"]
+        met = {True: "yes", False: "NO", None: ""}[k["met_target"]]
+        rows.append([name + (" (retention)" if k["retention"] else ""), f"{k['metric']} ({k['aggregate']})",
+                     _fmt(k["value"]), f"[{_fmt(low)}, {_fmt(high)}]", k["n"], _fmt(k["target"]), met])
+    return rows
+
+
+def cmd_eval(args) -> int:
+    first, rest = args.target[0], args.target[1:]
+    if first == "report" and len(rest) == 1:
+        return _eval_report(args, rest[0])
+    if first == "history" and len(rest) == 1:
+        return _eval_history(args, rest[0])
+    if rest:
+        raise UserError(f"unexpected arguments {' '.join(rest)!r}; usage: {EVAL_USAGE}")
+    if not args.model:
+        raise UserError("'weightsmith eval SUITE' needs --model NAME@vN (the version to evaluate).")
+    from weightsmith.evals.run import run_suite
+
+    cli = _base()
+    ws = cli._open(args)
+    if not getattr(args, "json", False):
+        print(f"Evaluating {args.model} on {first} ...", file=sys.stderr, flush=True)
+    doc = run_suite(ws, first, args.model, device=args.device)
+
+    def human(d: dict) -> None:
+        cli._table(f"eval run {d['run']}: {d['suite']} on {d['model']} ({d['seconds']:.1f}s)",
+                   ["KPI", "metric", "value", "95% CI", "n", "target", "met"], _kpi_rows(d["kpis"]))
+        print(f"Report: weightsmith eval report {d['run']} --html report.html")
+
+    cli._emit(args, doc, human)
+    return 0
+
+
+def _run_id(text: str) -> int:
+    if not text.isdigit():
+        raise UserError(f"'{text}' is not a run id; 'weightsmith eval history MODEL' lists runs.")
+    return int(text)
+
+
+def _eval_report(args, run_text: str) -> int:
+    from weightsmith.evals.report import render_html, report
+
+    cli = _base()
+    ws = cli._open(args)
+    doc = report(ws, _run_id(run_text), gate_id=args.gate)
+    if args.html:
+        out = Path(args.html)
+        if not out.parent.is_dir():
+            raise UserError(f"--html: folder '{out.parent}' does not exist.")
+        out.write_text(render_html(doc), encoding="utf-8")
+        doc["html"] = str(out.resolve())
+
+    def human(d: dict) -> None:
+        run = d["run"]
+        cli._table(f"eval run {run['run']}: {run['suite']} on {run['model']}",
+                   ["KPI", "metric", "value", "95% CI", "n", "target", "met"], _kpi_rows(run["kpis"]))
+        if d["gate"]:
+            g = d["gate"]
+            print(f"gate {g['gate']}: {'PASSED' if g['passed'] else 'REFUSED'} against {g['baseline'] or 'floors only'}")
+        if d.get("html"):
+            print(f"Wrote {d['html']}")
+
+    cli._emit(args, doc, human)
+    return 0
+
+
+def _eval_history(args, name: str) -> int:
+    from weightsmith.evals.report import history
+
+    cli = _base()
+    doc = history(cli._open(args), name, suite=args.suite)
+
+    def human(d: dict) -> None:
+        names = list(dict.fromkeys(k for v in d["versions"] for k in v["kpis"]))
+        cli._table(f"{d['model']}: KPIs across versions", ["version", "suite", "run", "aliases", *names],
+                   [[v["version"], v["suite"], v["run"], ", ".join(v["aliases"]),
+                     *[_fmt(v["kpis"][n]["value"]) if n in v["kpis"] else "" for n in names]] for v in d["versions"]])
+
+    cli._emit(args, doc, human)
+    return 0
+
+
+def cmd_gate(args) -> int:
+    from weightsmith.evals.gate import run_gate
+
+    cli = _base()
+    ws = cli._open(args)
+    if not getattr(args, "json", False):
+        print(f"Gating {args.candidate} against {args.baseline or 'floors only'} on {args.suite} ...", file=sys.stderr, flush=True)
+    doc = run_gate(ws, args.suite, args.candidate, args.baseline, device=args.device, reuse=not args.rerun)
+
+    def human(d: dict) -> None:
+        cli._table(f"gate {d['gate']}: {d['candidate']} against {d['baseline'] or 'floors only'} ({d['suite']})",
+                   ["KPI", "rule", "value", "baseline", "threshold", "p", ""],
+                   [[r["kpi"] + (" (retention)" if r["retention"] else ""), r["rule"], _fmt(r["value"]), _fmt(r["baseline"]),
+                     _fmt(r["threshold"]), _fmt(r["p_value"]), "✓" if r["passed"] else "✗"] for r in d["rules"]])
+        if d["note"]:
+            print(d["note"])
+        failed = [r for r in d["rules"] if not r["passed"]]
+        for r in failed:
+            print(f"  ✗ {r['kpi']} {r['rule']}: {r['detail']}")
+        if d["passed"]:
+            print(f"PASSED: all {len(d['rules'])} rules. Promote with: weightsmith models promote {d['candidate']} --alias "
+                  f"{d['alias'] or 'champion'}")
+        else:
+            print(f"REFUSED: {len(failed)} of {len(d['rules'])} rules failed: "
+                  + "; ".join(f"{r['kpi']} {r['rule']}" for r in failed), file=sys.stderr)
+
+    cli._emit(args, doc, human)
+    if not doc["passed"]:
+        raise GateRefused(f"gate {doc['gate']} refused {doc['candidate']}")
+    return 0
+
+
+def cmd_promote(args) -> int:
+    from weightsmith.workspace.aliases import promote
+
+    cli = _base()
+    doc = promote(cli._open(args), args.ref, args.alias, force=args.force, reason=args.reason, actor=args.actor)
+
+    def human(d: dict) -> None:
+        if not d["moved"]:
+            print(f"{d['model']}@{d['alias']} is already {d['version']}; nothing moved.")
+            return
+        how = f"FORCED by {d['actor']} ({d['reason']})" if d["forced"] else f"on gate {d['gate']}, by {d['actor']}"
+        print(f"{d['model']}@{d['alias']}: {d['previous'] or '(new)'} → {d['version']} {how}")
+
+    cli._emit(args, doc, human)
+    return 0
+
+
+def cmd_rollback(args) -> int:
+    from weightsmith.workspace.aliases import rollback
+
+    cli = _base()
+    doc = rollback(cli._open(args), args.name, args.alias, reason=args.reason, actor=args.actor)
+    cli._emit(args, doc, lambda d: print(f"{d['model']}@{d['alias']}: {d['previous']} → {d['version']} (rolled back by {d['actor']})"))
+    return 0
+
+
+def cmd_aliases(args) -> int:
+    from weightsmith.workspace.aliases import list_aliases
+
+    cli = _base()
+    doc = list_aliases(cli._open(args), args.name)
+
+    def human(d: dict) -> None:
+        rows = []
+        for a in d["aliases"]:
+            for m in a["moves"]:
+                how = "forced" if m["forced"] else (f"gate {m['gate']}" if m["gate"] else "")
+                rows.append([a["alias"], m["at"], m["action"], m["from"] or "", m["to"], how, m["actor"], m["reason"] or ""])
+        cli._table(f"{d['model']}: aliases (now: " + ", ".join(f"{a['alias']}={a['version']}" for a in d["aliases"]) + ")",
+                   ["alias", "at", "action", "from", "to", "how", "who", "why"], rows)
+
+    cli._emit(args, doc, human)
+    return 0
+
+
+COMMANDS = {"eval": cmd_eval, "gate": cmd_gate}
+MODEL_COMMANDS = {"promote": cmd_promote, "rollback": cmd_rollback, "aliases": cmd_aliases}
