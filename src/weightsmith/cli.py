@@ -80,6 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", default="laptop", help="laptop (the real run, ≤15 min on 2 CPU cores) | smoke (seconds)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", help="auto | cpu | cuda (default: the pipeline's)")
+    p.add_argument("overrides", nargs="*", help="key=value for the pipeline, e.g. sft.max_steps=800")
 
     models = verbs.add_parser("models", help="model registry: list, show, promote, rollback, aliases").add_subparsers(
         dest="action", required=True, parser_class=_Parser
@@ -268,6 +269,7 @@ def cmd_quickstart(args) -> int:
         preset=args.preset,
         seed=args.seed,
         device=args.device,
+        overrides=args.overrides,
         echo=sys.stderr if people else None,
         on_event=_stage_printer(people),
         say=(lambda msg: print(msg, flush=True)) if people else (lambda _msg: None),

@@ -95,12 +95,15 @@ def cmd_eval(args) -> int:
     ws = cli._open(args)
     if not getattr(args, "json", False):
         print(f"Evaluating {args.model} on {first} ...", file=sys.stderr, flush=True)
+    html = _html_path(args.html) if args.html else None
     doc = run_suite(ws, first, args.model, device=args.device)
+    if html is not None:
+        doc["html"] = _write_html(ws, doc["run"], None, html)
 
     def human(d: dict) -> None:
         cli._table(f"eval run {d['run']}: {d['suite']} on {d['model']} ({d['seconds']:.1f}s)",
                    ["KPI", "metric", "value", "95% CI", "n", "target", "met"], _kpi_rows(d["kpis"]))
-        print(f"Report: weightsmith eval report {d['run']} --html report.html")
+        print(f"Wrote {d['html']}" if d.get("html") else f"Report: weightsmith eval report {d['run']} --html report.html")
 
     cli._emit(args, doc, human)
     return 0
@@ -117,13 +120,11 @@ def _eval_report(args, run_text: str) -> int:
 
     cli = _base()
     ws = cli._open(args)
+    html = _html_path(args.html) if args.html else None
     doc = report(ws, _run_id(run_text), gate_id=args.gate)
-    if args.html:
-        out = Path(args.html)
-        if not out.parent.is_dir():
-            raise UserError(f"--html: folder '{out.parent}' does not exist.")
-        out.write_text(render_html(doc), encoding="utf-8")
-        doc["html"] = str(out.resolve())
+    if html is not None:
+        html.write_text(render_html(doc), encoding="utf-8")
+        doc["html"] = str(html)
 
     def human(d: dict) -> None:
         run = d["run"]
@@ -137,6 +138,20 @@ def _eval_report(args, run_text: str) -> int:
 
     cli._emit(args, doc, human)
     return 0
+
+
+def _html_path(text: str) -> Path:
+    out = Path(text).expanduser().resolve()
+    if not out.parent.is_dir():
+        raise UserError(f"--html: folder '{out.parent}' does not exist.")
+    return out
+
+
+def _write_html(ws, run_id: int, gate_id: int | None, out: Path) -> str:
+    from weightsmith.evals.report import render_html, report
+
+    out.write_text(render_html(report(ws, run_id, gate_id=gate_id)), encoding="utf-8")
+    return str(out)
 
 
 def _eval_history(args, name: str) -> int:

@@ -9,6 +9,7 @@ KPI suite are copied into the workspace as files a user can read, edit and run a
 
 from __future__ import annotations
 
+import tempfile
 from importlib import resources
 from pathlib import Path
 from typing import Any, Callable
@@ -76,6 +77,7 @@ def run_quickstart(
     preset: str = "laptop",
     seed: int = 0,
     device: str | None = None,
+    overrides: list[str] = (),
     echo=None,
     on_event: Callable[[str, dict], None] | None = None,
     say: Callable[[str], None] = lambda _msg: None,
@@ -91,13 +93,16 @@ def run_quickstart(
     if preset not in PRESETS:
         raise UserError(f"unknown preset '{preset}'; use one of {', '.join(PRESETS)}.")
     root = root.resolve()
+    settings = list(PRESETS[preset]["overrides"]) + [f"seed={seed}"] + ([f"defaults.device={device}"] if device else [])
+    settings += list(overrides)
+    # Check the user's overrides against the shipped pipeline before anything is written.
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "pipeline.yaml").write_text(_shipped("pipeline.yaml"), encoding="utf-8")
+        load_pipeline(Path(tmp) / "pipeline.yaml", settings)
     say(f"Building the Quill domain's datasets in {root / 'quill' / 'data'} …")
     pipeline_path, suite_path = prepare_workspace(root, preset, seed)
     ws = Workspace.open(root)
-    overrides = list(PRESETS[preset]["overrides"]) + [f"seed={seed}"]
-    if device:
-        overrides.append(f"defaults.device={device}")
-    spec = load_pipeline(pipeline_path, overrides)
+    spec = load_pipeline(pipeline_path, settings)
     submitted = submit_pipeline(ws, spec, source=str(pipeline_path))
     done = run_inline(ws, submitted, echo=echo, on_event=on_event)
     failed = [j for j in done["jobs"] if j["state"] != "succeeded"]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import socket
 import sqlite3
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -94,24 +93,19 @@ def _closed_port() -> int:
         return s.getsockname()[1]  # closed when the block ends: connections to it are refused
 
 
-def test_a_failing_judge_endpoint_exits_2_after_retries_and_records_nothing(evaluated):
-    cli, _, _ = evaluated
+def test_a_failing_judge_endpoint_is_one_clear_error_after_retries_and_records_nothing(evaluated):
+    from weightsmith.evals.run import run_suite
+
+    cli, ws, _ = evaluated
     runs_before = rows(cli, "SELECT count(*) FROM eval_runs")
-    (Path(cli.cwd) / "judged.yaml").write_text(textwrap.dedent(f"""
-        name: judged
-        generation: {{max_new_tokens: 4}}
-        kpis:
-          exact: {{path: held.jsonl, format: prompt, metric: exact_match}}
-          polite:
-            path: held.jsonl
-            format: prompt
-            metric: llm_judge
-            options: {{endpoint: "http://127.0.0.1:{_closed_port()}", model: judge, rubric: "Is it polite?",
-                       max_retries: 2, backoff_s: 0.01}}
-    """))
-    proc = cli("eval", "judged.yaml", "--model", "chat@v1", check=False, env={"OMP_NUM_THREADS": "1"})
-    assert proc.returncode == 2, proc.stderr
-    assert "kpis.polite" in proc.stderr and "failed after 3 attempts" in proc.stderr
+    suite = {"name": "judged", "generation": {"max_new_tokens": 4}, "kpis": {
+        "exact": {"path": "held.jsonl", "format": "prompt", "metric": "exact_match"},
+        "polite": {"path": "held.jsonl", "format": "prompt", "metric": "llm_judge", "options": {
+            "endpoint": f"http://127.0.0.1:{_closed_port()}", "model": "judge", "rubric": "Is it polite?",
+            "max_retries": 2, "backoff_s": 0.01}},
+    }}
+    with pytest.raises(UserError, match=r"kpis.polite: LLM judge endpoint .* failed after 3 attempts"):
+        run_suite(ws, load_suite(suite, base_dir=cli.cwd), "chat@v1", device="cpu")
     assert rows(cli, "SELECT count(*) FROM eval_runs") == runs_before
 
 

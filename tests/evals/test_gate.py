@@ -126,12 +126,15 @@ def test_gate_exit_codes_and_human_output(gated):
 
 
 def test_a_baseline_that_does_not_exist_is_bad_input(gated):
+    from weightsmith.errors import UserError
+    from weightsmith.evals.gate import run_gate
+    from weightsmith.workspace import Workspace
+
     # Once a champion exists, a near-miss of its name is a typo, not a first promotion.
     gated.json("models", "promote", "chat@v2", "--alias", "champion", "--force", "--reason", "set up the test")
-    for baseline, expected in [
-        ("chat@champoin", "has no alias 'champoin' (did you mean 'champion'?)"),
-        ("chta@champion", "no model named 'chta' (did you mean 'chat'?)"),
-        ("chat@v7", "has no version v7"),
-    ]:
-        proc = gated("gate", "suite.yaml", "--candidate", "chat@v2", "--baseline", baseline, check=False)
-        assert proc.returncode == 2 and expected in proc.stderr, (baseline, proc.stderr)
+    proc = gated("gate", "suite.yaml", "--candidate", "chat@v2", "--baseline", "chat@champoin", check=False)
+    assert proc.returncode == 2 and "has no alias 'champoin' (did you mean 'champion'?)" in proc.stderr
+    ws = Workspace.open(gated.cwd)
+    for baseline, expected in [("chta@champion", r"no model named 'chta' \(did you mean 'chat'\?\)"), ("chat@v7", "has no version v7")]:
+        with pytest.raises(UserError, match=expected):
+            run_gate(ws, Path(gated.cwd) / "suite.yaml", "chat@v2", baseline)

@@ -197,10 +197,13 @@ def run_gate(
     if cand_outcomes is None:
         cand_outcomes, cand_timing = evaluate(ws, prepared, candidate, device)
     base_run_id = base_outcomes = base_timing = None
-    if baseline is not None:
+    same_version = baseline is not None and baseline["id"] == candidate["id"]
+    if baseline is not None and not same_version:
         base_run_id, base_outcomes = _reused_run(ws, prepared, baseline, reuse)
         if base_outcomes is None:
             base_outcomes, base_timing = evaluate(ws, prepared, baseline, device)
+    elif same_version:  # e.g. re-gating the champion itself: one run serves as both
+        base_run_id, base_outcomes = cand_run_id, cand_outcomes
 
     rules = []
     base_by_kpi = {o.kpi.name: o for o in base_outcomes or []}
@@ -219,7 +222,9 @@ def run_gate(
     with ws.session() as s:
         if cand_run_id is None:
             cand_run_id = store_run(s, ws, prepared, cand_outcomes, candidate, **cand_timing).id
-        if baseline is not None and base_run_id is None:
+        if same_version:
+            base_run_id = cand_run_id
+        elif baseline is not None and base_run_id is None:
             base_run_id = store_run(s, ws, prepared, base_outcomes, baseline, **base_timing).id
         gate = Gate(
             project_id=ws.project_id, suite_name=suite.name, suite_hash=prepared.hash,

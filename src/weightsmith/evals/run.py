@@ -111,6 +111,12 @@ def prepare_suite(ws: Workspace, suite: Suite) -> PreparedSuite:
                 if not result.ok():
                     raise InvalidData(result.errors, Path(kpi.path))
                 _check_dataset_name_free(ws, kpi.dataset_name, kpi.format, key)
+                clash = next((d for d in by_path.values() if d.name == kpi.dataset_name and d.format != kpi.format), None)
+                if clash is not None:
+                    raise UserError(
+                        f"{key}.path: another KPI versions {clash.format} data as dataset '{kpi.dataset_name}'; "
+                        "set dataset_name: to tell them apart."
+                    )
                 by_path[(kpi.path, kpi.format)] = KpiData(
                     name=kpi.dataset_name, format=kpi.format, hash=sha256_bytes(canonical_jsonl(result.rows)),
                     rows=result.rows, pending=(Path(kpi.path), result),
