@@ -164,3 +164,19 @@ def test_build_datasets_writes_valid_files(tmp_path):
 
     again = build_datasets(tmp_path / "again", seed=1, n_train=40, n_test=10, n_manual_examples=10)
     assert json.loads(again["provenance"].read_text())["sha256"] == provenance["sha256"]
+
+
+def test_positive_child_redraws_when_no_child_fits_the_budget():
+    # Regression: series() returns None when no well-typed child fits the lookback budget;
+    # log()/sqrt() must draw again rather than evaluate None (it crashed a 6000-task build).
+    import random
+
+    from weightsmith.domains.quill.generate import ProgramGenerator
+    from weightsmith.domains.quill.nodes import Ref
+    from weightsmith.domains.quill.ops import OPS
+    from weightsmith.domains.quill.panel import make_panel
+
+    gen = ProgramGenerator(random.Random(0), make_panel(0))
+    draws = iter([None, Ref("close")])
+    gen.series = lambda *args, **kwargs: next(draws)
+    assert gen.positive_child(OPS["log"], 1, budget=10) == Ref("close")

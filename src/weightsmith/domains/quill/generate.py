@@ -345,6 +345,8 @@ class ProgramGenerator:
             return self.series(depth, budget, op.name)
         for _ in range(8):
             child = self.series(depth, budget, op.name)
+            if child is None:  # no well-typed child fitted this budget; draw again
+                continue
             values = evaluate_expr(child, self.panel)
             if np.isfinite(values).any() and np.nanmin(values) > NEEDS_POSITIVE[op.name]:
                 return child
