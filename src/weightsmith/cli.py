@@ -80,6 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", default="laptop", help="laptop (the real run, ≤15 min on 2 CPU cores) | smoke (seconds)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", help="auto | cpu | cuda (default: the pipeline's)")
+    p.add_argument("--ablation", action="store_true", help="also run the same SFT from a random init (+~5 min)")
     p.add_argument("overrides", nargs="*", help="key=value for the pipeline, e.g. sft.max_steps=800")
 
     models = verbs.add_parser("models", help="model registry: list, show, promote, rollback, aliases").add_subparsers(
@@ -270,6 +271,7 @@ def cmd_quickstart(args) -> int:
         seed=args.seed,
         device=args.device,
         overrides=args.overrides,
+        with_ablation=args.ablation,
         echo=sys.stderr if people else None,
         on_event=_stage_printer(people),
         say=(lambda msg: print(msg, flush=True)) if people else (lambda _msg: None),
@@ -285,6 +287,23 @@ def cmd_quickstart(args) -> int:
         headers = ["exec acc, in-dist", "exec acc, held-out", "parse rate"]
         _table("Quill quickstart (95% confidence intervals)", ["stage", "model", *headers],
                [[st["stage"], st["model"], *[cell(st["kpis"].get(k)) for k in TABLE_KPIS]] for st in d["stages"]])
+        def delta(entry: dict | None) -> str:
+            if not entry:
+                return "-"
+            lo, hi = entry["ci"]
+            sign = "+" if (lo > 0) else ("-" if hi < 0 else "~")
+            return f"{entry['diff']:+.1%} [{lo:+.1%}, {hi:+.1%}] {sign}"
+
+        _table("Does each stage help? Paired difference vs the stage before (95% CI; + / - when it excludes 0)",
+               ["stage", "vs", *headers],
+               [[st["stage"], st["vs_parent"]["parent"], *[delta(st["vs_parent"].get(k)) for k in TABLE_KPIS]]
+                for st in d["stages"] if "vs_parent" in st])
+        if "ablation" in d:
+            ab = d["ablation"]
+            _table("Ablation: SFT from the pretrained model vs from a random init, same SFT budget",
+                   ["model", *headers],
+                   [[f"{ab['model']} (random init)", *[cell(ab["kpis"].get(k)) for k in TABLE_KPIS]],
+                    ["pretrained − random", *[delta(ab["pretrained_vs_random"].get(k)) for k in TABLE_KPIS]]])
         verdict = "passed" if d["gate"]["passed"] else "refused"
         print(f"Gate {verdict} for {d['gate']['candidate']}; champion: {d['champion'] or 'unchanged'}")
         print(f"Workspace: {d['workspace']}  (pipeline: {d['pipeline']}, suite: {d['suite']})")

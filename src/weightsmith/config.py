@@ -39,7 +39,9 @@ STAGE_DATA_FORMAT = {
 # Stage kinds whose output is a dataset (of this format) rather than a model or tokenizer.
 DATASET_OUTPUT = {"pairs": "preference"}
 # Which stage kinds start from an existing model / need a tokenizer.
-NEEDS_MODEL = {"cpt", "sft", "dpo", "grpo", "pairs"}
+NEEDS_MODEL = {"cpt", "sft", "dpo", "grpo", "pairs", "gate", "promote"}
+# Stage kinds that act on the registry rather than train (run inside the worker).
+REGISTRY_KINDS = ("gate", "promote")
 NEEDS_TOKENIZER = {"pretrain"}
 REFERENCE_KEYS = ("kind", "data", "model", "tokenizer", "after")
 
@@ -133,7 +135,14 @@ def load_pipeline(path: str | Path, overrides: list[str] = ()) -> PipelineSpec:
 
 
 def validate_pipeline(raw: dict[str, Any], path: Path) -> PipelineSpec:
-    from weightsmith.training import STAGE_KINDS, stage_config_class
+    from weightsmith.evals.stages import CONFIGS as REGISTRY_CONFIGS
+    from weightsmith.training import STAGE_KINDS as TRAINING_KINDS
+    from weightsmith.training import stage_config_class as training_config_class
+
+    STAGE_KINDS = (*TRAINING_KINDS, *REGISTRY_KINDS)
+
+    def stage_config_class(kind: str):
+        return REGISTRY_CONFIGS[kind] if kind in REGISTRY_CONFIGS else training_config_class(kind)
 
     where = str(path)
     for key in raw:
@@ -178,7 +187,7 @@ def validate_pipeline(raw: dict[str, Any], path: Path) -> PipelineSpec:
         for dep in after:
             if dep not in names:
                 raise UserError(f"{where}: {key}.after: no stage '{dep}'{closest(dep, names)}.")
-        if refs.get("data") is None:
+        if refs.get("data") is None and kind in STAGE_DATA_FORMAT:
             raise UserError(f"{where}: {key}: a {kind} stage needs 'data:' (a {STAGE_DATA_FORMAT[kind]} dataset).")
         if kind in NEEDS_MODEL and refs.get("model") is None:
             raise UserError(f"{where}: {key}: a {kind} stage needs 'model:' (a stage name, NAME@vN or a model folder).")

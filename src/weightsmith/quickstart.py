@@ -19,9 +19,10 @@ from weightsmith.errors import UserError
 # Presets: how much data and compute. `laptop` is the real thing (≤ 15 minutes on two CPU
 # cores); `smoke` only proves every part is wired (the tests run it).
 PRESETS: dict[str, dict[str, Any]] = {
-    "laptop": {"data": {"n_train": 2000, "n_test": 200}, "overrides": []},
+    # No system prompt: it would be a third of every SFT sequence's tokens on a CPU budget.
+    "laptop": {"data": {"n_train": 6000, "n_test": 300, "system": False}, "overrides": []},
     "smoke": {
-        "data": {"n_train": 64, "n_test": 8, "n_manual_examples": 12},
+        "data": {"n_train": 64, "n_test": 8, "n_manual_examples": 12, "system": False},
         "overrides": [
             "defaults.logging_steps=1",
             "tokenizer.vocab_size=512",
@@ -29,7 +30,7 @@ PRESETS: dict[str, dict[str, Any]] = {
             "sft.max_steps=3", "sft.batch_size=4",
             "prefs.num_samples=2", "prefs.max_prompts=8", "prefs.max_new_tokens=16",
             "dpo.max_steps=2", "dpo.batch_size=2",
-            "grpo.max_steps=2", "grpo.max_completion_length=16",
+            "grpo.max_steps=2", "grpo.max_completion_length=16", "grpo.num_generations=2", "grpo.batch_size=4",
         ],
         "suite": {"generation.max_new_tokens": 16},
     },
@@ -78,6 +79,7 @@ def run_quickstart(
     seed: int = 0,
     device: str | None = None,
     overrides: list[str] = (),
+    with_ablation: bool = False,
     echo=None,
     on_event: Callable[[str, dict], None] | None = None,
     say: Callable[[str], None] = lambda _msg: None,
@@ -122,6 +124,16 @@ def run_quickstart(
         result = run_suite(ws, suite, version["ref"], device=device)
         stages.append({"stage": stage, "model": version["ref"], "eval_run": result["run"], "kpis": result["kpis"]})
 
+    for parent, child in zip(stages, stages[1:]):
+        child["vs_parent"] = {"parent": parent["model"], **compare_runs(ws, parent["eval_run"], child["eval_run"], TABLE_KPIS)}
+
+    ablation = None
+    if with_ablation:
+        say("Ablation: the same SFT, starting from a random init instead of the pretrained model …")
+        ablation = run_ablation(ws, spec, done, suite, device=device, echo=echo, on_event=on_event)
+        sft = next(st for st in stages if st["stage"] == "sft")
+        ablation["pretrained_vs_random"] = compare_runs(ws, ablation["eval_run"], sft["eval_run"], TABLE_KPIS)
+
     final = stages[-1]["model"]
     say(f"Gating {final} against {spec.model}@champion …")
     gate = run_gate(ws, suite, final, f"{spec.model}@champion", device=device)
@@ -136,4 +148,63 @@ def run_quickstart(
         "stages": stages,
         "gate": {k: gate[k] for k in ("gate", "passed", "candidate", "baseline", "rules", "note") if k in gate},
         "champion": promotion["version"] if promotion else None,
+        **({"ablation": ablation} if ablation else {}),
     }
+
+
+def compare_runs(ws, baseline_run: int, candidate_run: int, kpis: list[str]) -> dict[str, Any]:
+    """Paired differences (candidate - baseline) per KPI on the same examples, with a 95% bootstrap
+    interval and McNemar's p-value: "does this stage help?" answered with statistics."""
+    from weightsmith.evals.run import get_run, load_outcomes
+    from weightsmith.evals.stats import mcnemar, paired_bootstrap
+
+    with ws.session() as s:
+        outcomes = [{o.kpi.name: o for o in load_outcomes(s, s.merge(get_run(ws, run_id)))} for run_id in (baseline_run, candidate_run)]
+    out = {}
+    for name in kpis:
+        base, cand = (o[name].scores_by_position() for o in outcomes)
+        positions = sorted(set(base) & set(cand))
+        b, c = [base[i] for i in positions], [cand[i] for i in positions]
+        boot = paired_bootstrap(c, b, seed=0)
+        out[name] = {
+            "diff": boot["diff"],
+            "ci": list(boot["ci"]),
+            "p_value": mcnemar([x >= 1.0 for x in c], [x >= 1.0 for x in b])["p_value"],
+            "n": len(positions),
+        }
+    return out
+
+
+def run_ablation(ws, spec, done: dict, suite: Path, *, device, echo, on_event) -> dict[str, Any]:
+    """SFT from a random init with the pipeline's own SFT settings, tokenizer and data: does
+    pre-training on the manual help at the same SFT budget?
+
+    The random init is a pretrain stage of one step at a learning rate of 1e-12: the freshly
+    initialized model of the same size, saved the same way.
+    """
+    from weightsmith.config import PipelineSpec
+    from weightsmith.evals.run import run_suite
+    from weightsmith.jobs.pipeline import run_inline, submit_pipeline
+
+    by_name = {stage.name: stage for stage in spec.stages}
+    tokenizer_job = next(j for j in done["jobs"] if j["stage"] == by_name["pretrain"].tokenizer)
+    from weightsmith.jobs.queue import show_job
+
+    tokenizer_path = show_job(ws, tokenizer_job["id"])["runs"][-1]["output"]
+    random_init = by_name["pretrain"].model_copy(
+        update={"name": "random_init", "tokenizer": tokenizer_path,
+                "config": {**by_name["pretrain"].config, "max_steps": 1, "lr": 1e-12, "warmup_steps": 0}}
+    )
+    sft = by_name["sft"].model_copy(update={"model": "random_init"})
+    ablation_spec = PipelineSpec(
+        name=f"{spec.name}-ablation", model=f"{spec.model}-scratch", seed=spec.seed,
+        datasets=spec.datasets, stages=[random_init, sft], base_dir=spec.base_dir,
+    )
+    submitted = submit_pipeline(ws, ablation_spec, source="quickstart --ablation")
+    result = run_inline(ws, submitted, echo=echo, on_event=on_event)
+    failed = [j for j in result["jobs"] if j["state"] != "succeeded"]
+    if failed:
+        raise RuntimeError(f"ablation stage '{failed[0]['stage']}' {failed[0]['state']}: {failed[0]['error']}")
+    version = next(v for v in result["models"] if v["stage"] == "sft")
+    evaluated = run_suite(ws, suite, version["ref"], device=device)
+    return {"stage": "sft (random init)", "model": version["ref"], "eval_run": evaluated["run"], "kpis": evaluated["kpis"]}

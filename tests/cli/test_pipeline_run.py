@@ -31,7 +31,8 @@ def tiny_run(tmp_path_factory):
 
 def test_every_stage_succeeds_and_registers_a_version(tiny_run):
     cli, doc = tiny_run
-    assert [j["state"] for j in doc["jobs"]] == ["succeeded"] * 6, doc["jobs"]
+    assert [j["state"] for j in doc["jobs"]] == ["succeeded"] * 8, doc["jobs"]
+    assert [j["kind"] for j in doc["jobs"]][-2:] == ["gate", "promote"]
     versions = cli.json("models", "list")
     assert [(v["name"], v["version"], v["stage"]) for v in versions] == [
         ("dispatch", i + 1, stage) for i, stage in enumerate(STAGES)
@@ -63,10 +64,10 @@ def test_outputs_load_and_weights_changed(tiny_run):
 def test_losses_finite_and_metrics_recorded(tiny_run):
     cli, doc = tiny_run
     for job in doc["jobs"]:
+        if job["kind"] in ("tokenizer", "gate", "promote"):
+            continue
         shown = cli.json("jobs", "show", str(job["id"]))
         run = shown["runs"][-1]
-        if job["kind"] == "tokenizer":
-            continue
         loss = run["result"]["final_loss"]
         assert loss is not None and math.isfinite(loss), (job["stage"], run["result"])
         metrics = cli.json("jobs", "metrics", str(job["id"]))
@@ -86,6 +87,16 @@ def test_models_show_prints_lineage(tiny_run):
     text = cli("models", "show", "dispatch@v5").stdout
     for ref in ("dispatch@v5", "dispatch@v1", "prompts@v1", "docs@v1"):
         assert ref in text
+
+
+def test_pipeline_gates_and_promotes_the_final_model(tiny_run):
+    cli, doc = tiny_run
+    champion = cli.json("models", "show", "dispatch@champion")
+    assert champion["ref"] == "dispatch@v5"
+    gate_job = cli.json("jobs", "show", str(doc["jobs"][-2]["id"]))
+    verdict = gate_job["runs"][-1]["result"]
+    assert verdict["passed"] is True and verdict["candidate"] == "dispatch@v5"
+    assert verdict["rules"] and all(rule["passed"] for rule in verdict["rules"])
 
 
 def test_idempotent_resubmission_returns_the_same_jobs(tiny_run, tmp_path):
@@ -127,6 +138,13 @@ def test_bad_data_line_in_a_pipeline_dataset_is_refused(cli, tmp_path):
         fh.write('{"messages": [{"role": "user", "content": "no answer"}]}\n')
     proc = cli("run", str(pipeline), check=False)
     assert proc.returncode == 2 and "tasks.jsonl:19:" in proc.stderr
+    assert cli.json("jobs", "list") == [] and cli.json("data", "list") == []
+
+
+def test_gate_stage_with_a_missing_suite_is_refused_before_anything_is_queued(cli, tmp_path):
+    pipeline = _copy_example(tmp_path)
+    proc = cli("run", str(pipeline), "stages.gate.suite=nope.yaml", check=False)
+    assert proc.returncode == 2 and "stages.gate.suite" in proc.stderr and "does not exist" in proc.stderr
     assert cli.json("jobs", "list") == [] and cli.json("data", "list") == []
 
 

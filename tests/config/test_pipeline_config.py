@@ -16,7 +16,7 @@ TINY = EXAMPLES / "tiny" / "pipeline.yaml"
 
 def test_tiny_pipeline_is_valid_and_ordered():
     spec = load_pipeline(TINY)
-    assert [s.name for s in spec.stages] == ["tokenizer", "pretrain", "cpt", "sft", "dpo", "grpo"]
+    assert [s.name for s in spec.stages] == ["tokenizer", "pretrain", "cpt", "sft", "dpo", "grpo", "gate", "promote"]
     names = {s.name for s in spec.stages}
     sft = next(s for s in spec.stages if s.name == "sft")
     assert sft.upstream(names) == ["cpt"] and sft.config["lora"]["r"] == 8
@@ -51,6 +51,8 @@ def _write(tmp_path, mutate):
         (lambda r: r["stages"]["sft"].pop("model"), r"stages\.sft: a sft stage needs 'model:'"),
         (lambda r: r["stages"]["dpo"].update(after=["nope"]), r"stages\.dpo\.after: no stage 'nope'"),
         (lambda r: r["stages"]["cpt"].update(model="sft"), r"cycle"),
+        (lambda r: r["stages"]["gate"].update(suit="x.yaml"), r"stages\.gate\.suit: unknown key \(did you mean 'suite'\?\)"),
+        (lambda r: r["stages"]["promote"].pop("model"), r"stages\.promote: a promote stage needs 'model:'"),
     ],
 )
 def test_bad_pipeline_keys_name_the_key(tmp_path, mutate, expected):

@@ -64,7 +64,8 @@ def test_eval_runs_and_gate_are_recorded(smoke):
     cli, doc = smoke
     for stage in doc["stages"]:
         report = cli.json("eval", "report", str(stage["eval_run"]))
-        assert report["model"] == stage["model"]
+        assert report["run"]["model"] == stage["model"]
+        assert set(report["run"]["kpis"]) >= {"exec_accuracy_indist", "exec_accuracy_heldout", "parse_rate"}
     gate = doc["gate"]
     assert gate["candidate"] == doc["stages"][-1]["model"] and isinstance(gate["passed"], bool)
     assert {r["kpi"] for r in gate["rules"]} >= {"exec_accuracy_indist", "parse_rate"}

@@ -105,6 +105,19 @@ def test_dpo_against_the_frozen_input_model(tmp_path: Path, data_dir: Path, tiny
     assert rows[0]["loss"] == pytest.approx(math.log(2), abs=1e-3)
 
 
+def test_dpo_with_sft_weight_adds_the_chosen_nll(tmp_path: Path, data_dir: Path, tiny_model_dir: Path):
+    run = run_stage(
+        tmp_path,
+        "dpo",
+        {**FAST, "max_steps": 1, "logging_steps": 1, "lr": 1e-3, "max_length": 64, "sft_weight": 1.0},
+        {"data_path": data_dir / "preference.jsonl", "data_format": "preference", "model_path": tiny_model_dir},
+    )
+    assert_ok(run)
+    rows = assert_metrics_rows(run, extra_keys={"rewards/margins"})
+    # Policy == reference at step 1: the DPO term is log(2); the chosen answers' NLL comes on top.
+    assert rows[0]["loss"] > math.log(2) + 0.5
+
+
 def test_grpo_with_registered_and_user_rewards(
     tmp_path: Path, data_dir: Path, tiny_model_dir: Path, reward_module_dir: Path
 ):

@@ -14,6 +14,7 @@ from weightsmith.config import DATASET_OUTPUT, STAGE_DATA_FORMAT, PipelineSpec, 
 from weightsmith.data.formats import validate
 from weightsmith.data.ingest import InvalidData, resolve_dataset, store_validated
 from weightsmith.errors import UserError
+from weightsmith.evals.stages import resolve_suite_path
 from weightsmith.jobs.queue import submit_job
 from weightsmith.workspace import Workspace
 from weightsmith.workspace.models import Pipeline
@@ -59,9 +60,9 @@ def submit_pipeline(
     jobs = []
     for stage, plan in _topological(spec.stages, plans):
         data_ref = plan.pop("data_ref")
-        if "stage" in data_ref:  # resolved when the producing stage has run
+        if data_ref is not None and "stage" in data_ref:  # resolved when the producing stage has run
             plan["data"] = data_ref
-        else:
+        elif data_ref is not None:
             if data_ref["name"] in added:  # pin the version this submission just added
                 data_ref = added[data_ref["name"]]
             plan["data"] = {k: data_ref[k] for k in ("id", "ref", "path", "format")}
@@ -83,6 +84,40 @@ def submit_pipeline(
 
 def _plan_stage(ws: Workspace, spec: PipelineSpec, stage: StageSpec, stage_names: set[str], validated) -> dict[str, Any]:
     key = f"stages.{stage.name}"
+    plan: dict[str, Any] = {
+        "kind": stage.kind,
+        "config": stage.config,
+        "seed": spec.seed,
+        "model_name": spec.model,
+        "data_ref": None,
+        "model": None,
+        "tokenizer": None,
+    }
+    if stage.kind == "gate":
+        try:
+            plan["suite_path"] = resolve_suite_path(stage.config["suite"], spec.base_dir)
+        except UserError as exc:
+            raise UserError(f"{key}.suite: {exc}") from exc
+    if stage.data is not None:
+        plan["data_ref"] = _data_ref(ws, spec, stage, key, stage_names, validated)
+    for field in ("model", "tokenizer"):
+        ref = getattr(stage, field)
+        if ref is None:
+            continue
+        if ref in stage_names:
+            plan[field] = {"stage": ref}
+        elif field == "tokenizer" and Path(ref).expanduser().is_dir() and (Path(ref) / "tokenizer.json").exists():
+            plan[field] = {"path": str(Path(ref).expanduser().resolve()), "id": None, "ref": ref}
+        else:
+            try:
+                plan[field] = resolve_model(ws, _relative(ref, spec.base_dir))
+            except UserError as exc:
+                raise UserError(f"{key}.{field}: {exc}") from exc
+    return plan
+
+
+def _data_ref(ws: Workspace, spec: PipelineSpec, stage: StageSpec, key: str, stage_names: set[str], validated) -> dict:
+    """The dataset a stage reads: one the pipeline brings, another stage's output, or a workspace version."""
     want = STAGE_DATA_FORMAT[stage.kind]
     data_name = stage.data.partition("@")[0]
     if stage.data in stage_names:  # a dataset another stage of this pipeline produces
@@ -101,29 +136,7 @@ def _plan_stage(ws: Workspace, spec: PipelineSpec, stage: StageSpec, stage_names
         raise UserError(
             f"{key}.data: dataset '{stage.data}' is {fmt} data, but a {stage.kind} stage trains on {want} data."
         )
-    plan: dict[str, Any] = {
-        "kind": stage.kind,
-        "config": stage.config,
-        "seed": spec.seed,
-        "model_name": spec.model,
-        "data_ref": data_ref,
-        "model": None,
-        "tokenizer": None,
-    }
-    for field in ("model", "tokenizer"):
-        ref = getattr(stage, field)
-        if ref is None:
-            continue
-        if ref in stage_names:
-            plan[field] = {"stage": ref}
-        elif field == "tokenizer" and Path(ref).expanduser().is_dir() and (Path(ref) / "tokenizer.json").exists():
-            plan[field] = {"path": str(Path(ref).expanduser().resolve()), "id": None, "ref": ref}
-        else:
-            try:
-                plan[field] = resolve_model(ws, _relative(ref, spec.base_dir))
-            except UserError as exc:
-                raise UserError(f"{key}.{field}: {exc}") from exc
-    return plan
+    return data_ref
 
 
 def _relative(ref: str, base_dir: str) -> str:

@@ -22,7 +22,7 @@ from typing import Any, TextIO
 
 from sqlalchemy import select
 
-from weightsmith.config import DATASET_OUTPUT
+from weightsmith.config import DATASET_OUTPUT, REGISTRY_KINDS
 from weightsmith.data.formats import validate
 from weightsmith.data.ingest import store_validated
 from weightsmith.jobs.queue import claim_next, finish_job, heartbeat, reap_stale
@@ -119,6 +119,9 @@ class Worker:
             self.on_event("failed", {**job, "error": str(exc)})
             return "failed"
 
+        if payload["kind"] in REGISTRY_KINDS:
+            return self._execute_in_process(job, token, payload, inputs)
+
         with self.ws.session() as s:
             run = Run(
                 job_id=job_id,
@@ -169,6 +172,31 @@ class Worker:
             run.finished_at = utcnow()
         finish_job(self.ws, job_id, token, state, error)
         self.on_event(state, {**job, "error": error, "result": result, "output": output_path})
+        return state
+
+    def _execute_in_process(self, job: dict, token: str, payload: dict, inputs: dict) -> str:
+        """Gate and promote: registry work and an evaluation, recorded on a run like any stage."""
+        from weightsmith.errors import UserError
+        from weightsmith.evals.stages import GateRefusedError, run_in_worker
+
+        with self.ws.session() as s:
+            run = Run(job_id=job["id"], stage=payload["kind"], status="running",
+                      config={"config": payload["config"], "inputs": inputs}, log_path="")
+            s.add(run)
+            s.flush()
+            run_id = run.id
+        state, error, result = "succeeded", None, {}
+        try:
+            result = run_in_worker(self.ws, payload["kind"], payload, inputs)
+        except (GateRefusedError, UserError) as exc:
+            state, error = "failed", str(exc)
+        except Exception as exc:  # the job fails, the worker goes on
+            state, error = "failed", f"{type(exc).__name__}: {exc}"
+        with self.ws.session() as s:
+            run = s.get(Run, run_id)
+            run.status, run.result, run.finished_at = state, result, utcnow()
+        finish_job(self.ws, job["id"], token, state, error)
+        self.on_event(state, {**job, "error": error, "result": result})
         return state
 
     def _supervise(self, job_id: int, run_id: int, token: str, spec: dict, spec_path: Path):

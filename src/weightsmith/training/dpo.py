@@ -42,6 +42,12 @@ class Config(FineTuneConfig):
     loss_type: Literal["sigmoid", "ipo", "hinge", "robust"] = Field(
         "sigmoid", description="DPO loss variant: sigmoid (the DPO paper), ipo, hinge or robust."
     )
+    sft_weight: float = Field(
+        0.0,
+        ge=0.0,
+        description="Add this much of the chosen answers' SFT loss to the DPO loss (RPO); keeps a small model "
+        "from unlearning what it got right while it learns what to avoid. 0 is plain DPO.",
+    )
 
 
 def check_preferences(rows: list[dict], data_path: object) -> tuple[list[dict], bool]:
@@ -85,7 +91,9 @@ def run(cfg: Config, inputs: StageInputs, ctx: StageContext) -> dict:
         **trainer_arguments(cfg, ctx),
         max_length=cfg.max_length,
         beta=cfg.beta,
-        loss_type=[cfg.loss_type],
+        # TRL combines several losses by weight; "sft" is the NLL of the chosen response.
+        loss_type=[cfg.loss_type, "sft"] if cfg.sft_weight > 0 else [cfg.loss_type],
+        loss_weights=[1.0, cfg.sft_weight] if cfg.sft_weight > 0 else None,
     )
     trainer = DPOTrainer(
         model=model,

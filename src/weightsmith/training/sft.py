@@ -33,6 +33,11 @@ class Config(FineTuneConfig):
     assistant_only_loss: bool = Field(
         True, description="Train on assistant turns only (needs {% generation %} markers in the chat template)."
     )
+    group_by_length: bool = Field(
+        False,
+        description="Batch conversations of similar length together: about 2x faster on short chats (less "
+        "padding), but batches of look-alike examples generalized worse in our Quill runs (32% vs 43%).",
+    )
 
 
 def check_conversations(rows: list[dict], data_path: object) -> list[dict]:
@@ -80,6 +85,7 @@ def run(cfg: Config, inputs: StageInputs, ctx: StageContext) -> dict:
         max_length=cfg.max_length,
         assistant_only_loss=cfg.assistant_only_loss,
         packing=False,
+        train_sampling_strategy="group_by_length" if cfg.group_by_length else "random",
     )
     trainer = SFTTrainer(
         model=model,
