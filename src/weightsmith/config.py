@@ -25,6 +25,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from weightsmith.errors import UserError, closest
+from weightsmith.yamlfile import load_yaml_mapping
 
 # Which dataset format each stage kind reads.
 STAGE_DATA_FORMAT = {
@@ -117,18 +118,7 @@ def _apply_override(raw: dict[str, Any], path: list[str], value: Any, text: str)
 def load_pipeline(path: str | Path, overrides: list[str] = ()) -> PipelineSpec:
     """Read, override and validate a pipeline YAML; every problem is one UserError naming the key."""
     path = Path(path)
-    if not path.is_file():
-        raise UserError(f"pipeline file '{path}' does not exist.")
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
-        raise UserError(f"{path}{where}: not valid YAML ({getattr(exc, 'problem', exc)}).") from exc
-    except UnicodeDecodeError as exc:
-        raise UserError(f"{path}: not UTF-8 text.") from exc
-    if not isinstance(raw, dict):
-        raise UserError(f"{path}: a pipeline is a mapping with 'name' and 'stages'.")
+    raw = load_yaml_mapping(path, "pipeline", "'name' and 'stages'")
     for keys, value in parse_overrides(list(overrides)):
         _apply_override(raw, keys, value, ".".join(keys) + "=" + str(value))
     return validate_pipeline(raw, path)

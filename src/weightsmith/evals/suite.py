@@ -31,10 +31,10 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from weightsmith.errors import UserError, closest
+from weightsmith.yamlfile import load_yaml_mapping
 
 # Metrics that need the model itself or the generation's timing, not just the completions;
 # every other metric comes from the shared reward registry (weightsmith.rewards).
@@ -179,21 +179,10 @@ def load_suite(source: str | Path | dict | Suite, *, base_dir: str | Path | None
 
 
 def _load_file(path: Path, *, seen: set[Path]) -> Suite:
-    if not path.is_file():
-        raise UserError(f"suite file '{path}' does not exist.")
     resolved = path.resolve()
     if resolved in seen:
         raise UserError(f"{path}: the suites name each other as retention_suite in a loop; break the loop.")
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
-        raise UserError(f"{path}{where}: not valid YAML ({getattr(exc, 'problem', exc)}).") from exc
-    except UnicodeDecodeError as exc:
-        raise UserError(f"{path}: not UTF-8 text.") from exc
-    if not isinstance(raw, dict):
-        raise UserError(f"{path}: a suite is a mapping with 'name' and 'kpis'.")
+    raw = load_yaml_mapping(path, "suite", "'name' and 'kpis'")
     raw.setdefault("name", path.stem)
     suite = _validate(raw, resolved.parent, str(path), seen={*seen, resolved})
     return suite.model_copy(update={"source": str(resolved)})

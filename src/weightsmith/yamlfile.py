@@ -1,0 +1,33 @@
+"""Reading a user's YAML file: every problem is one sentence naming the file (and line:column)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from weightsmith.errors import UserError
+
+
+def load_yaml_mapping(path: Path, what: str, shape: str) -> dict[str, Any]:
+    """Parse ``path`` as a YAML mapping.
+
+    Args:
+        path: the file.
+        what: what the file is, for messages ("pipeline", "suite").
+        shape: what the mapping must hold, for the message when it is not one ("'name' and 'stages'").
+    """
+    if not path.is_file():
+        raise UserError(f"{what} file '{path}' does not exist.")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
+        raise UserError(f"{path}{where}: not valid YAML ({getattr(exc, 'problem', exc)}).") from exc
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{path}: not UTF-8 text.") from exc
+    if not isinstance(raw, dict):
+        raise UserError(f"{path}: a {what} is a mapping with {shape}.")
+    return raw
