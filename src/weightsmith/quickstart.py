@@ -185,11 +185,10 @@ def run_ablation(ws, spec, done: dict, suite: Path, *, device, echo, on_event) -
     from weightsmith.config import PipelineSpec
     from weightsmith.evals.run import run_suite
     from weightsmith.jobs.pipeline import run_inline, submit_pipeline
+    from weightsmith.jobs.queue import show_job
 
     by_name = {stage.name: stage for stage in spec.stages}
     tokenizer_job = next(j for j in done["jobs"] if j["stage"] == by_name["pretrain"].tokenizer)
-    from weightsmith.jobs.queue import show_job
-
     tokenizer_path = show_job(ws, tokenizer_job["id"])["runs"][-1]["output"]
     random_init = by_name["pretrain"].model_copy(
         update={"name": "random_init", "tokenizer": tokenizer_path,
