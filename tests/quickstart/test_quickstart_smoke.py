@@ -19,7 +19,7 @@ from helpers import CLI
 def smoke(tmp_path_factory):
     root = tmp_path_factory.mktemp("qs")
     cli = CLI(root)
-    proc = cli("quickstart", "--preset", "smoke", "--dir", str(root / "ws"), "--json", timeout=900)
+    proc = cli("quickstart", "--preset", "smoke", "--ablation", "--dir", str(root / "ws"), "--json", timeout=900)
     return CLI(root / "ws"), json.loads(proc.stdout)
 
 
@@ -33,9 +33,24 @@ def test_every_stage_has_a_model_and_kpis_with_intervals(smoke):
             assert 0.0 <= entry["value"] <= 1.0
             lo, hi = entry["ci"]
             assert lo <= entry["value"] <= hi
-    versions = cli.json("models", "list")
+    versions = [v for v in cli.json("models", "list") if v["name"] == "quill"]
     assert [v["stage"] for v in versions] == ["pretrain", "sft", "dpo", "grpo"]
     assert versions[2]["parent"] == versions[1]["ref"]  # dpo starts from sft
+
+
+def test_each_stage_is_compared_with_the_one_before_and_the_ablation_with_sft(smoke):
+    cli, doc = smoke
+    for parent, stage in zip(doc["stages"], doc["stages"][1:]):
+        comparison = stage["vs_parent"]
+        assert comparison["parent"] == parent["model"]
+        for kpi in ("exec_accuracy_indist", "exec_accuracy_heldout", "parse_rate"):
+            entry = comparison[kpi]
+            assert entry["ci"][0] <= entry["diff"] <= entry["ci"][1] and 0.0 <= entry["p_value"] <= 1.0
+    ablation = doc["ablation"]
+    assert ablation["model"].startswith("quill-scratch@v")
+    assert set(ablation["pretrained_vs_random"]) == {"exec_accuracy_indist", "exec_accuracy_heldout", "parse_rate"}
+    scratch = [v for v in cli.json("models", "list") if v["name"] == "quill-scratch"]
+    assert [v["stage"] for v in scratch] == ["pretrain", "sft"] and scratch[0]["parent"] is None
 
 
 def test_files_a_user_can_read_and_copy(smoke):
@@ -56,7 +71,7 @@ def test_generated_preferences_are_a_dataset_with_provenance(smoke):
     assert prefs and prefs[0]["format"] == "preference" and prefs[0]["rows"] > 0
     provenance = prefs[0]["provenance"]
     assert provenance["reward"] == "quill_exec" and provenance["model"]
-    dpo = [v for v in cli.json("models", "list") if v["stage"] == "dpo"][0]
+    dpo = [v for v in cli.json("models", "list") if v["stage"] == "dpo" and v["name"] == "quill"][0]
     assert dpo["data"] == [prefs[0]["ref"]]
 
 
