@@ -72,13 +72,19 @@ def register_version(
         return version_dict(s, mv)
 
 
-def version_dict(s, mv: ModelVersion, *, lineage: bool = False) -> dict[str, Any]:
-    parent = s.get(ModelVersion, mv.parent_id) if mv.parent_id else None
-    data = s.scalars(
+def _trained_on(s, model_version_id: int) -> list[str]:
+    """The dataset versions (``name@vN``) a model version was trained on."""
+    rows = s.scalars(
         select(DatasetVersion)
         .join(ModelVersionData, ModelVersionData.dataset_version_id == DatasetVersion.id)
-        .where(ModelVersionData.model_version_id == mv.id)
+        .where(ModelVersionData.model_version_id == model_version_id)
     ).all()
+    return [f"{dv.dataset.name}@v{dv.version}" for dv in rows]
+
+
+def version_dict(s, mv: ModelVersion, *, lineage: bool = False) -> dict[str, Any]:
+    parent = s.get(ModelVersion, mv.parent_id) if mv.parent_id else None
+    data = _trained_on(s, mv.id)
     out: dict[str, Any] = {
         "id": mv.id,
         "name": mv.model.name,
@@ -90,7 +96,7 @@ def version_dict(s, mv: ModelVersion, *, lineage: bool = False) -> dict[str, Any
         "parent": f"{parent.model.name}@v{parent.version}" if parent else None,
         "run": mv.run_id,
         "job": s.get(Run, mv.run_id).job_id if mv.run_id else None,
-        "data": [f"{dv.dataset.name}@v{dv.version}" for dv in data],
+        "data": data,
         "source": mv.source,
         "created_at": mv.created_at.isoformat(timespec="seconds") + "Z",
     }
@@ -104,14 +110,7 @@ def version_dict(s, mv: ModelVersion, *, lineage: bool = False) -> dict[str, Any
                     "ref": f"{node.model.name}@v{node.version}",
                     "stage": node.stage,
                     "run": node.run_id,
-                    "data": [
-                        f"{dv.dataset.name}@v{dv.version}"
-                        for dv in s.scalars(
-                            select(DatasetVersion)
-                            .join(ModelVersionData, ModelVersionData.dataset_version_id == DatasetVersion.id)
-                            .where(ModelVersionData.model_version_id == node.id)
-                        ).all()
-                    ],
+                    "data": _trained_on(s, node.id),
                     "config": run.config.get("config", {}) if run else {},
                     "source": node.source,
                 }
