@@ -86,3 +86,13 @@ def test_an_unknown_kind_and_a_broken_spec(tmp_path: Path):
     broken.write_text("{not json")
     proc = run_runner(broken)
     assert proc.returncode == 2 and "is not valid JSON" in proc.stderr
+
+
+def test_a_max_length_that_cuts_every_answer(tmp_path: Path, data_dir: Path, tiny_model_dir: Path):
+    run = run_stage(
+        tmp_path,
+        "sft",
+        {"max_length": 8, "device": "cpu"},
+        {"data_path": data_dir / "chat.jsonl", "data_format": "chat", "model_path": tiny_model_dir},
+    )
+    assert_user_error(run, "max_length 8 cuts every conversation", "raise max_length")

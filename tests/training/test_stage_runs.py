@@ -12,6 +12,7 @@ from training.training_helpers import (
     assert_ok,
     assert_plain_model_dir,
     assert_weights_changed,
+    load_weights,
     runner_env,
     run_stage,
 )
@@ -87,6 +88,34 @@ def test_sft_trains_on_chats_and_saves_a_plain_model(tmp_path: Path, data_dir: P
     assert_weights_changed(tiny_model_dir, run.output_dir)
     assert_metrics_rows(run)
     assert run.result()["lora"] is (lora is not None)
+
+
+def test_padding_free_sft_is_the_padded_loss_without_the_padding(
+    tmp_path: Path, data_dir: Path, tiny_model_dir: Path
+):
+    """Each batch concatenated into one row with per-conversation positions: attention must stay
+    inside each conversation, so every step's loss (and so the trained weights) match padding."""
+    import torch
+
+    runs = {
+        padding_free: run_stage(
+            tmp_path / str(padding_free),
+            "sft",
+            {**FAST, "max_steps": 3, "lr": 1e-3, "max_length": 70, "padding_free": padding_free},
+            {"data_path": data_dir / "chat.jsonl", "data_format": "chat", "model_path": tiny_model_dir},
+        )
+        for padding_free in (True, False)
+    }
+    for run in runs.values():
+        assert_ok(run)
+    losses = {k: [row["loss"] for row in run.metrics()] for k, run in runs.items()}
+    assert len(losses[True]) == 3
+    assert losses[True] == pytest.approx(losses[False], rel=1e-4)
+    # max_length still truncates: the chats here are 82 to 87 tokens long, cut to 70.
+    tokens = runs[True].result()["train_tokens"]
+    assert tokens == runs[False].result()["train_tokens"] and tokens <= 3 * 4 * 70
+    padded, free = (load_weights(runs[k].output_dir) for k in (False, True))
+    assert all(torch.allclose(padded[name], free[name], atol=1e-5) for name in padded)
 
 
 def test_dpo_against_the_frozen_input_model(tmp_path: Path, data_dir: Path, tiny_model_dir: Path):
