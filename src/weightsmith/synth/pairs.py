@@ -1,10 +1,10 @@
 """Preference pairs from a model's own samples, ranked by a reward (online-style DPO data).
 
 For each prompt we sample ``num_samples`` completions from the model, score them with a
-registered reward (a verifier), and keep the best as *chosen* and the worst as *rejected* when
-their scores differ by at least ``min_margin``. When every sample fails and the row carries a
-reference answer, the reference can stand in as *chosen* — the model still learns which of
-its own mistakes to avoid. The output is a preference dataset the job system versions, with
+registered reward (a verifier), and pair the best as *chosen* with samples that score at least
+``min_margin`` less as *rejected* (:func:`rank_pairs`). When no sample is right and the row carries
+a reference answer, the reference stands in as *chosen* — the model still learns which of its
+own mistakes to avoid. The output is a preference dataset the job system versions, with
 provenance (model, reward, sampling settings, counts).
 
 It follows the stage contract of :mod:`weightsmith.training` (``Config`` + ``run``), so it runs
@@ -14,6 +14,7 @@ as a job like any training stage.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -30,6 +31,14 @@ class Config(BaseModel):
     top_p: float = Field(1.0, gt=0.0, le=1.0, description="Nucleus sampling.")
     max_new_tokens: int = Field(64, ge=1, description="Longest completion sampled.")
     batch_size: int = Field(16, ge=1, description="Prompts per generation batch.")
+    greedy: bool = Field(
+        True,
+        description="Also decode each prompt greedily and rank that answer first among equals: what the model "
+        "says at evaluation time is then the first rejected answer whenever it is wrong.",
+    )
+    pairs_per_prompt: int = Field(
+        1, ge=1, description="Pairs per prompt: the chosen answer against this many distinct worse samples, best-scoring first."
+    )
     min_margin: float = Field(0.5, ge=0.0, description="Keep a pair only when chosen beats rejected by this much.")
     reference_field: str | None = Field(
         "reference", description="Row column whose text can stand in as chosen when every sample fails; null disables."
@@ -47,36 +56,27 @@ def run(cfg: Config, inputs: StageInputs, ctx: StageContext) -> dict:
     from weightsmith.rewards import get_reward
 
     reward_fn = get_reward(cfg.reward)
-    generations = generate(
-        model_dir,
-        [row["prompt"] for row in rows],
-        max_new_tokens=cfg.max_new_tokens,
-        batch_size=cfg.batch_size,
-        temperature=cfg.temperature,
-        top_p=cfg.top_p,
-        seed=ctx.seed,
-        num_samples=cfg.num_samples,
-        device=cfg.device,
-    )
+    prompts = [row["prompt"] for row in rows]
+    settings = dict(max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size, device=cfg.device)
+    generations = generate(model_dir, prompts, temperature=cfg.temperature, top_p=cfg.top_p, seed=ctx.seed,
+                           num_samples=cfg.num_samples, **settings)
+    greedy = generate(model_dir, prompts, **settings) if cfg.greedy else [None] * len(rows)
     pairs, from_reference, all_correct, solved = [], 0, 0, 0
-    for row, gen in zip(rows, generations):
-        samples = gen.samples
+    for row, gen, first in zip(rows, generations, greedy):
+        # Distinct non-empty samples: an empty completion has no message to train on, a repeat adds nothing.
+        texts = ([first.text] if first else []) + gen.samples
+        samples = list(dict.fromkeys(text for text in texts if text.strip()))
+        if not samples:
+            continue
         columns = {k: [v] * len(samples) for k, v in row.items() if k != "prompt"}
         scores = reward_fn(samples, **columns)
-        best, worst = max(range(len(samples)), key=scores.__getitem__), min(range(len(samples)), key=scores.__getitem__)
-        solved += scores[best] >= 1.0
-        if scores[best] - scores[worst] >= cfg.min_margin:
-            chosen = samples[best]
-        elif scores[best] < 1.0 and cfg.reference_field and row.get(cfg.reference_field):
-            # Every sample failed: the reference is the chosen answer, the worst sample the rejected one.
-            chosen = str(row[cfg.reference_field])
-            from_reference += 1
-        else:
-            all_correct += scores[worst] >= 1.0
-            continue
-        if chosen.strip() == samples[worst].strip():
-            continue
-        pairs.append(_pair(row["prompt"], chosen, samples[worst]))
+        reference = row.get(cfg.reference_field) if cfg.reference_field else None
+        solved += max(scores) >= 1.0
+        all_correct += min(scores) >= 1.0
+        from_reference += bool(reference) and max(scores) < 1.0
+        new = rank_pairs(row["prompt"], samples, scores, pairs_per_prompt=cfg.pairs_per_prompt,
+                         min_margin=cfg.min_margin, reference=str(reference) if reference else None)
+        pairs.extend(_conversational(pair) if isinstance(row["prompt"], list) else pair for pair in new)
 
     out = Path(ctx.output_dir)
     tmp = out.with_name(out.name + ".tmp")
@@ -105,11 +105,36 @@ def run(cfg: Config, inputs: StageInputs, ctx: StageContext) -> dict:
     }
 
 
-def _pair(prompt, chosen: str, rejected: str) -> dict:
-    if isinstance(prompt, list):  # conversational prompt -> conversational completions
-        return {
-            "prompt": prompt,
-            "chosen": [{"role": "assistant", "content": chosen}],
-            "rejected": [{"role": "assistant", "content": rejected}],
-        }
-    return {"prompt": prompt, "chosen": chosen, "rejected": rejected}
+def rank_pairs(
+    prompt: object,
+    samples: Sequence[object],
+    scores: Sequence[float],
+    *,
+    pairs_per_prompt: int = 1,
+    min_margin: float = 0.5,
+    reference: object | None = None,
+    solved: float = 1.0,
+) -> list[dict]:
+    """Preference pairs for one prompt from its distinct samples and their scores.
+
+    The chosen answer is the best-scoring sample (several equally good ones take turns) — or, when
+    no sample reaches ``solved`` and a ``reference`` is given, the reference. The rejected ones are
+    the samples that lose to it by at least ``min_margin``, best-scoring first: a program that runs
+    but computes the wrong thing teaches more than gibberish does. At most ``pairs_per_prompt``.
+    """
+    order = sorted(range(len(samples)), key=lambda i: -scores[i])  # stable: ties keep sample order
+    top = scores[order[0]] if order else 0.0
+    if reference is not None and top < solved:
+        chosen, chosen_score = [reference], solved
+    else:
+        chosen, chosen_score = [samples[i] for i in order if scores[i] == top], top
+    rejected = [samples[i] for i in order if chosen_score - scores[i] >= min_margin]
+    return [
+        {"prompt": prompt, "chosen": chosen[k % len(chosen)], "rejected": bad}
+        for k, bad in enumerate(rejected[:pairs_per_prompt])
+    ]
+
+
+def _conversational(pair: dict) -> dict:
+    """Completions as one assistant message each, to go with a chat prompt."""
+    return {"prompt": pair["prompt"], **{k: [{"role": "assistant", "content": pair[k]}] for k in ("chosen", "rejected")}}

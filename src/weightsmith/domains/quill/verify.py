@@ -180,27 +180,21 @@ def preference_pairs(
         ``[{"prompt", "chosen", "rejected"}]`` in TRL's preference format; a prompt whose samples
         all rank equal contributes nothing.
     """
-    groups = _groups(samples_by_prompt, references)
+    from weightsmith.synth.pairs import rank_pairs
+
     pairs = []
-    for prompt, completions, reference in groups:
-        ranked = []
-        seen = set()
+    for prompt, completions, reference in _groups(samples_by_prompt, references):
+        distinct = {}  # one sample per distinct program, in sample order
         for completion in completions:
-            text = extract_program(completion_text(completion))
-            if text in seen:
-                continue
-            seen.add(text)
-            ranked.append((verdict(completion, reference), completion))
-        best = max((tier for tier, _ in ranked), default=INVALID)
-        if reference_fallback and best < CORRECT:
-            chosen = [_like(completions[0], reference)]
-            rejected = [(tier, c) for tier, c in ranked]
-        else:
-            chosen = [c for tier, c in ranked if tier == best]
-            rejected = [(tier, c) for tier, c in ranked if tier < best]
-        rejected.sort(key=lambda item: -item[0])  # stable: hard negatives first, then sample order
-        for i, (_, bad) in enumerate(rejected[:max_pairs_per_prompt]):
-            pairs.append({"prompt": prompt, "chosen": chosen[i % len(chosen)], "rejected": bad})
+            distinct.setdefault(extract_program(completion_text(completion)), completion)
+        samples = list(distinct.values())
+        tiers = [verdict(completion, reference) for completion in samples]
+        pairs += rank_pairs(
+            prompt, samples, [TIER_SCORES[tier] for tier in tiers],
+            pairs_per_prompt=max_pairs_per_prompt,
+            min_margin=PARTIAL_CREDIT / 2,  # any step down the tiers
+            reference=_like(completions[0], reference) if reference_fallback else None,
+        )
     return pairs
 
 
