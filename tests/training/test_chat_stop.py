@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from training.training_helpers import write_jsonl
+from training.training_helpers import stage_context, write_jsonl
 
 CHATS = [
     ("What colour is the sky?", "Blue."),
@@ -19,7 +19,7 @@ def test_memorized_answers_end_with_eos_when_generated_from_the_saved_model(tmp_
 
     from weightsmith.data.tokenizer import train_tokenizer
     from weightsmith.training import sft
-    from weightsmith.training.common import StageContext, StageInputs
+    from weightsmith.training.common import StageInputs
     from weightsmith.training.models import build_model
 
     data = write_jsonl(
@@ -35,13 +35,7 @@ def test_memorized_answers_end_with_eos_when_generated_from_the_saved_model(tmp_
     cfg = sft.Config(
         max_steps=60, lr=3e-3, lr_schedule="constant", batch_size=3, logging_steps=20, save_steps=1000, device="cpu"
     )
-    ctx = StageContext(
-        work_dir=tmp_path / "work",
-        output_dir=tmp_path / "out",
-        seed=0,
-        metrics_path=tmp_path / "metrics.jsonl",
-        result_path=tmp_path / "result.json",
-    )
+    ctx = stage_context(tmp_path)
     sft.run(cfg, StageInputs(data_path=data, data_format="chat", model_path=tmp_path / "init"), ctx)
 
     saved_tokenizer = AutoTokenizer.from_pretrained(ctx.output_dir)

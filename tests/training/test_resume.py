@@ -20,6 +20,7 @@ from training.training_helpers import (
     load_weights,
     run_runner,
     runner_env,
+    stage_context,
     write_spec,
 )
 
@@ -107,20 +108,14 @@ def test_a_run_that_died_saving_its_model_is_restored_not_retrained(
 ):
     """Killed after the final checkpoint, before the output: the rerun trains no further step."""
     from weightsmith.training import pretrain
-    from weightsmith.training.common import StageContext, StageInputs
+    from weightsmith.training.common import StageInputs
 
     # A constant learning rate, so one extra step would show in the weights.
     cfg = pretrain.Config(
         max_steps=4, save_steps=2, logging_steps=1, batch_size=4, seq_len=32, lr_schedule="constant", device="cpu"
     )
     inputs = StageInputs(data_path=data_dir / "text.jsonl", data_format="text", tokenizer_path=tokenizer_dir)
-    ctx = StageContext(
-        work_dir=tmp_path / "work",
-        output_dir=tmp_path / "out",
-        seed=0,
-        metrics_path=tmp_path / "metrics.jsonl",
-        result_path=tmp_path / "result.json",
-    )
+    ctx = stage_context(tmp_path)
     first = pretrain.run(cfg, inputs, ctx)
     first_weights = load_weights(ctx.output_dir)
     shutil.rmtree(ctx.output_dir)  # as if the process died while writing it

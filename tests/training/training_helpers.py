@@ -61,17 +61,26 @@ class StageRun:
         return [json.loads(line) for line in self.metrics_path.read_text().splitlines()]
 
 
+def stage_context(base: Path, seed: int = 0):
+    """The StageContext the runner gives a stage whose files live under ``base``."""
+    from weightsmith.training.common import StageContext
+
+    return StageContext(
+        work_dir=base / "work",
+        output_dir=base / "out",
+        seed=seed,
+        metrics_path=base / "metrics.jsonl",
+        result_path=base / "result.json",
+    )
+
+
 def write_spec(base: Path, kind: str, config: dict, inputs: dict, seed: int = 0) -> Path:
     base.mkdir(parents=True, exist_ok=True)
     spec = {
         "kind": kind,
         "config": config,
         "inputs": {key: (str(value) if isinstance(value, Path) else value) for key, value in inputs.items()},
-        "work_dir": str(base / "work"),
-        "output_dir": str(base / "out"),
-        "seed": seed,
-        "metrics_path": str(base / "metrics.jsonl"),
-        "result_path": str(base / "result.json"),
+        **stage_context(base, seed).model_dump(mode="json"),
     }
     path = base / "spec.json"
     path.write_text(json.dumps(spec), encoding="utf-8")
