@@ -321,7 +321,8 @@ def perplexity(
     model, tokenizer = load_model(model_path, device)
     windows: list[tuple[int, list[int]]] = []
     for text_index, text in enumerate(texts):
-        ids = list(tokenizer(text, add_special_tokens=True)["input_ids"])
+        # verbose=False: a text longer than the model is expected here (it is windowed), not worth a warning.
+        ids = list(tokenizer(text, add_special_tokens=True, verbose=False)["input_ids"])
         for start in range(0, len(ids) - 1, seq_len - 1):
             windows.append((text_index, ids[start : start + seq_len]))
 

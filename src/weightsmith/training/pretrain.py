@@ -104,5 +104,5 @@ def _tokenize_in_batches(tokenizer: PreTrainedTokenizerBase, texts: list[str], b
     import numpy as np
 
     for start in range(0, len(texts), batch_size):
-        encoded = tokenizer(texts[start : start + batch_size], add_special_tokens=False)["input_ids"]
+        encoded = tokenizer(texts[start : start + batch_size], add_special_tokens=False, verbose=False)["input_ids"]
         yield from (np.asarray(ids, dtype=np.int32) for ids in encoded)
