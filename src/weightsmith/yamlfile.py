@@ -10,6 +10,25 @@ import yaml
 from weightsmith.errors import UserError
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key repeated in one mapping (PyYAML keeps the last one silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict[Any, Any] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            try:
+                first = seen.setdefault(key, key_node)
+            except TypeError:  # an unhashable key: let PyYAML report it
+                continue
+            if first is not key_node:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"'{key}' is given twice in one mapping (first on line {first.start_mark.line + 1}); "
+                    "keep one", key_node.start_mark,
+                )
+        return super().construct_mapping(node, deep=deep)
+
+
 def load_yaml_mapping(path: Path, what: str, shape: str) -> dict[str, Any]:
     """Parse ``path`` as a YAML mapping.
 
@@ -21,7 +40,7 @@ def load_yaml_mapping(path: Path, what: str, shape: str) -> dict[str, Any]:
     if not path.is_file():
         raise UserError(f"{what} file '{path}' does not exist.")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_StrictLoader)  # noqa: S506 - a SafeLoader
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f":{mark.line + 1}:{mark.column + 1}" if mark else ""

@@ -71,3 +71,14 @@ def test_bad_override_and_missing_file(tmp_path):
     bad.write_text("name: x\nstages: [unclosed\n")
     with pytest.raises(UserError, match=r"bad\.yaml:\d+:\d+: not valid YAML"):
         load_pipeline(bad)
+
+
+def test_a_key_given_twice_is_refused_with_both_lines(tmp_path):
+    """PyYAML keeps the last of two equal keys; a pipeline that says max_steps twice is a mistake."""
+    twice = tmp_path / "twice.yaml"
+    twice.write_text(
+        "name: x\nstages:\n  sft: {model: m, data: d, max_steps: 10, lr: 1.0e-4,\n        max_steps: 20}\n"
+    )
+    with pytest.raises(UserError, match=r"twice\.yaml:4:9: not valid YAML \('max_steps' is given twice in one "
+                       r"mapping \(first on line 3\); keep one\)"):
+        load_pipeline(twice)
