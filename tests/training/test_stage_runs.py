@@ -160,6 +160,7 @@ def test_grpo_with_registered_and_user_rewards(
             "reward": ["exact_match", "length_rewards:longer_is_better"],
             "num_generations": 4,
             "max_completion_length": 8,
+            "scale_rewards": "batch",  # passed through to TRL
         },
         {"data_path": data_dir / "prompt.jsonl", "data_format": "prompt", "model_path": tiny_model_dir},
         env=runner_env(extra_pythonpath=reward_module_dir),

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
+from typing import Literal
 
 from pydantic import Field, model_validator
 
@@ -47,6 +48,12 @@ class Config(FineTuneConfig):
     max_completion_length: int = Field(64, ge=1, description="Most tokens generated per completion.")
     temperature: float = Field(1.0, gt=0.0, description="Sampling temperature for the completions.")
     beta: float = Field(0.0, ge=0.0, description="KL penalty towards the input model (0 loads no reference model).")
+    scale_rewards: Literal["group", "batch", "none"] = Field(
+        "group",
+        description="Divide each advantage by the reward std of its group (GRPO), of the whole batch, or not at all "
+        "(Dr. GRPO). With a partial-credit reward, 'group' blows a 0.1-vs-0 difference in a group that got "
+        "nothing right up to the same size as right-vs-wrong.",
+    )
 
     @model_validator(mode="after")
     def _groups_fit_in_a_batch(self) -> Config:
@@ -118,6 +125,7 @@ def run(cfg: Config, inputs: StageInputs, ctx: StageContext) -> dict:
         max_completion_length=cfg.max_completion_length,
         temperature=cfg.temperature,
         beta=cfg.beta,
+        scale_rewards=cfg.scale_rewards,
         reward_weights=cfg.reward_weights,
     )
     trainer = ResumableGRPOTrainer(
