@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: setup quickstart test clean
+.PHONY: setup quickstart test bench clean
 
 $(BIN)/weightsmith: pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,6 +22,9 @@ quickstart: setup
 
 test: setup
 	$(BIN)/python -m pytest -q
+
+bench: setup  # speed ratios, not tests (bench/README.md)
+	$(BIN)/python bench/run.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache quickstart-workspace

@@ -68,6 +68,8 @@ def test_a_bad_value_names_the_key():
         validate_stage_config("sft", {"lora": {"r": 0}})
     with pytest.raises(UserError, match=r"'size'"):
         validate_stage_config("pretrain", {"size": "gigantic"})
+    with pytest.raises(UserError, match=r"sft config: 'adam_beta2'"):
+        validate_stage_config("sft", {"adam_beta2": 1.0})
     with pytest.raises(UserError, match=r"grpo config: 'scale_rewards'"):
         validate_stage_config("grpo", {"scale_rewards": "std"})
 

@@ -103,6 +103,10 @@ class TrainStageConfig(BaseModel):
     )
     warmup_steps: int = Field(0, ge=0, description="Steps of linear warmup from 0 to lr.")
     weight_decay: float = Field(0.0, ge=0.0, description="AdamW decoupled weight decay.")
+    adam_beta2: float = Field(
+        0.999, gt=0.0, lt=1.0,
+        description="AdamW's second-moment decay; 0.95 (shorter memory) is the usual choice for pre-training.",
+    )
     max_grad_norm: float = Field(1.0, ge=0.0, description="Clip the global gradient norm to this (0 disables).")
     logging_steps: int = Field(5, ge=1, description="Write a metrics row every this many steps.")
     save_steps: int = Field(50, ge=1, description="Write a resumable checkpoint every this many steps.")
@@ -236,6 +240,7 @@ def trainer_arguments(cfg: TrainStageConfig, ctx: StageContext, count_tokens: st
         lr_scheduler_type=cfg.lr_schedule,
         warmup_steps=cfg.warmup_steps,
         weight_decay=cfg.weight_decay,
+        adam_beta2=cfg.adam_beta2,
         max_grad_norm=cfg.max_grad_norm,
         logging_strategy="steps",
         logging_steps=cfg.logging_steps,
