@@ -203,9 +203,16 @@ class Worker:
         module = STAGE_MODULES[spec["kind"]]
         log_path = Path(spec_path.parent / "stage.log")
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        command = [sys.executable, "-m", module, str(spec_path)]
+        processes = int(spec["config"].get("processes") or 1)
+        if processes > 1:
+            # torchrun starts the ranks, restarts none of them, and stops them all when one fails or
+            # when it is terminated; the runner's rank 0 writes what the job reads.
+            command[1:2] = ["-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}", "-m"]
+            env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // processes)))
         with open(log_path, "ab") as log:
             proc = subprocess.Popen(
-                [sys.executable, "-m", module, str(spec_path)],
+                command,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
@@ -239,6 +246,8 @@ class Worker:
             return "failed", f"stage process killed by signal {-code}", code
         if code == 2:
             return "failed", last or "the stage rejected its input", code
+        if processes > 1 and (refusal := _last_line(log_path, prefix="error: ")):
+            return "failed", refusal, code  # a rank's one-sentence refusal; torchrun exits 1 after it
         return "failed", f"stage process exited with code {code}: {last}", code
 
     def _store_metrics(self, run_id: int, rows: list[dict]) -> None:
@@ -355,11 +364,13 @@ def _read_json(path: Path) -> dict:
         return {}
 
 
-def _last_line(path: Path) -> str:
+def _last_line(path: Path, prefix: str = "") -> str:
+    """The last non-empty line of the log (that starts with ``prefix``), or ""."""
     try:
-        lines = [ln.strip() for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
+        lines = [ln.strip() for ln in path.read_text(errors="replace").splitlines()]
     except OSError:
         return ""
+    lines = [ln for ln in lines if ln and ln.startswith(prefix)]
     return lines[-1] if lines else ""
 
 

@@ -115,6 +115,12 @@ class TrainStageConfig(BaseModel):
     device: Literal["auto", "cpu", "cuda"] = Field(
         "auto", description="'auto': CUDA with bf16 when available, else CPU in fp32."
     )
+    processes: int = Field(
+        1,
+        ge=1,
+        description="Data-parallel processes, launched with torchrun (one per GPU; on a CPU each gets an equal "
+        "share of the cores). batch_size is per process: the global batch is processes x batch_size x grad_accum.",
+    )
 
 
 class FineTuneConfig(TrainStageConfig):
@@ -196,6 +202,11 @@ def tokenizer_dir(inputs: StageInputs, kind: str, model_dir: Path | None) -> Pat
     return path
 
 
+def is_main_process() -> bool:
+    """True in the only process of a stage, or in rank 0 of a torchrun launch: the one that writes files."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
 def prepare_output_dir(ctx: StageContext) -> None:
     """Refuse to overwrite a non-empty output directory before any compute is spent."""
     out = Path(ctx.output_dir)
@@ -260,6 +271,9 @@ def trainer_arguments(cfg: TrainStageConfig, ctx: StageContext, count_tokens: st
         disable_tqdm=False,
         dataloader_num_workers=0,
         save_only_model=False,
+        # Our models use every parameter in every forward pass; the search DDP does otherwise costs a
+        # traversal of the graph per step.
+        ddp_find_unused_parameters=False,
     )
 
 
@@ -275,7 +289,8 @@ def train_with_resume(trainer: Trainer, cfg: TrainStageConfig, ctx: StageContext
     trainer.add_callback(MetricsCallback(ctx.metrics_path))
     trainer.add_callback(CheckpointCommitCallback(keep=cfg.keep_checkpoints))
 
-    remove_incomplete_checkpoints(ctx.checkpoints_dir)
+    if is_main_process():  # the other ranks only read complete checkpoints
+        remove_incomplete_checkpoints(ctx.checkpoints_dir)
     resume = latest_complete_checkpoint(ctx.checkpoints_dir)
     if resume is not None and resume.step >= trainer.args.max_steps:
         # The run had finished training and died saving the model. Trainer.train() would take one more
@@ -353,6 +368,8 @@ def save_model_dir(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, o
     """
     import torch
 
+    if not is_main_process():  # every rank holds the same weights; one writes them
+        return
     if hasattr(model, "merge_and_unload"):  # a peft model
         model = model.merge_and_unload()
     model = model.to(torch.float32) if model.dtype != torch.float32 else model

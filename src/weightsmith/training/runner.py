@@ -5,7 +5,8 @@ The job system runs every stage this way, as a subprocess. The spec::
     {"kind": "sft", "config": {...}, "inputs": {"data_path", "data_format", "model_path", "tokenizer_path"},
      "work_dir": "...", "output_dir": "...", "seed": 0, "metrics_path": "...", "result_path": "..."}
 
-Exit codes: 0 with ``result_path`` written; 2 on a user mistake (one sentence on stderr, nothing in
+Under torchrun (``processes`` > 1) every rank runs the stage and rank 0 writes the output, the
+metrics and the result. Exit codes: 0 with ``result_path`` written; 2 on a user mistake (one sentence on stderr, nothing in
 ``output_dir``); 1 on anything else (traceback on stderr). A rerun with the same spec resumes
 from the latest complete checkpoint in ``work_dir/checkpoints``.
 """
@@ -25,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from weightsmith.errors import UserError
 from weightsmith.training import STAGE_KINDS, recipe_module, validate_stage_config
-from weightsmith.training.common import StageContext, StageInputs
+from weightsmith.training.common import StageContext, StageInputs, is_main_process
 
 
 class StageSpec(BaseModel):
@@ -79,6 +80,7 @@ def run_spec(spec: StageSpec) -> dict[str, Any]:
         "kind": spec.kind,
         **result,
         "output_dir": str(ctx.output_dir),
+        "processes": int(os.environ.get("WORLD_SIZE", "1")),
         "wall_seconds": round(time.perf_counter() - started, 3),
     }
 
@@ -105,7 +107,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         spec = load_spec(Path(argv[0]))
         result = run_spec(spec)
-        write_json_atomically(spec.result_path, result)
+        if is_main_process():
+            write_json_atomically(spec.result_path, result)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return UserError.exit_code
