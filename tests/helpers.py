@@ -12,6 +12,26 @@ REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "examples"
 
 
+def tiny_pretrain_pipeline(path: Path, name: str, **pretrain) -> Path:
+    """Write a tokenizer -> tiny pretrain pipeline on the tiny example's docs (seed 3, CPU) to ``path``."""
+    import yaml
+
+    spec = {
+        "name": name,
+        "model": name,
+        "seed": 3,
+        "datasets": {"docs": {"path": str(EXAMPLES / "tiny" / "data" / "docs"), "format": "text"}},
+        "defaults": {"device": "cpu", "logging_steps": 1},
+        "stages": {
+            "tokenizer": {"data": "docs", "vocab_size": 320, "min_frequency": 1},
+            "pretrain": {"data": "docs", "tokenizer": "tokenizer", "size": "tiny", "seq_len": 32, "batch_size": 4,
+                         **pretrain},
+        },
+    }
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
 class CLI:
     """Runs ``weightsmith`` as a user would: a real subprocess in a workspace folder."""
 

@@ -5,30 +5,15 @@ from __future__ import annotations
 
 import json
 
-import yaml
 from safetensors.torch import load_file
 
-from helpers import CLI, EXAMPLES
+from helpers import CLI, tiny_pretrain_pipeline
 
 STEPS = 6
 
 
 def _pipeline(tmp_path):
-    spec = {
-        "name": "dp",
-        "model": "dp",
-        "seed": 3,
-        "datasets": {"docs": {"path": str(EXAMPLES / "tiny" / "data" / "docs"), "format": "text"}},
-        "defaults": {"device": "cpu", "logging_steps": 1},
-        "stages": {
-            "tokenizer": {"data": "docs", "vocab_size": 320, "min_frequency": 1},
-            "pretrain": {"data": "docs", "tokenizer": "tokenizer", "size": "tiny", "seq_len": 32,
-                         "batch_size": 4, "max_steps": STEPS},
-        },
-    }
-    path = tmp_path / "dp.yaml"
-    path.write_text(yaml.safe_dump(spec))
-    return path
+    return tiny_pretrain_pipeline(tmp_path / "dp.yaml", "dp", max_steps=STEPS)
 
 
 def _workspace(tmp_path, name):

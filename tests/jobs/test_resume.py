@@ -11,32 +11,15 @@ import sys
 import time
 
 import torch
-import yaml
 from safetensors.torch import load_file
 
-from helpers import CLI, EXAMPLES
+from helpers import CLI, tiny_pretrain_pipeline
 
 MAX_STEPS, SAVE_STEPS = 300, 10  # the kill must land well before the end, even on a slow machine
 
 
 def _pipeline(tmp_path):
-    spec = {
-        "name": "resume",
-        "model": "resume",
-        "seed": 3,
-        "datasets": {"docs": {"path": str(EXAMPLES / "tiny" / "data" / "docs"), "format": "text"}},
-        "defaults": {"device": "cpu"},
-        "stages": {
-            "tokenizer": {"data": "docs", "vocab_size": 320, "min_frequency": 1},
-            "pretrain": {
-                "data": "docs", "tokenizer": "tokenizer", "size": "tiny", "seq_len": 32, "batch_size": 4,
-                "max_steps": MAX_STEPS, "save_steps": SAVE_STEPS, "logging_steps": 1,
-            },
-        },
-    }
-    path = tmp_path / "resume.yaml"
-    path.write_text(yaml.safe_dump(spec))
-    return path
+    return tiny_pretrain_pipeline(tmp_path / "resume.yaml", "resume", max_steps=MAX_STEPS, save_steps=SAVE_STEPS)
 
 
 def _query(db, sql, *args):

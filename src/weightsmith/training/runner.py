@@ -92,6 +92,21 @@ def write_json_atomically(path: Path, payload: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
+def _leave_process_group() -> None:
+    """Under torchrun: wait for every rank (rank 0 may still be saving), then close the process group.
+
+    A rank that exits with the group open aborts in gloo's thread teardown ("terminate called without
+    an active exception"), and torchrun then fails the stage that had succeeded.
+    """
+    if "torch" not in sys.modules:  # the tokenizer stage never imports it
+        return
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 1:
@@ -109,6 +124,7 @@ def main(argv: list[str] | None = None) -> int:
         result = run_spec(spec)
         if is_main_process():
             write_json_atomically(spec.result_path, result)
+        _leave_process_group()
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return UserError.exit_code
