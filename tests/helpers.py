@@ -12,6 +12,30 @@ REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "examples"
 
 
+def query_db(db: Path, sql: str, *args) -> list:
+    """Rows of one query on a workspace database (read while a worker writes it)."""
+    import sqlite3
+
+    con = sqlite3.connect(db, timeout=30)
+    try:
+        return con.execute(sql, args).fetchall()
+    finally:
+        con.close()
+
+
+def wait_for(predicate, timeout: float = 300, what: str = "condition"):
+    """Poll ``predicate`` until it returns something truthy; return that."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
 def tiny_pretrain_pipeline(path: Path, name: str, **pretrain) -> Path:
     """Write a tokenizer -> tiny pretrain pipeline on the tiny example's docs (seed 3, CPU) to ``path``."""
     import yaml

@@ -16,6 +16,8 @@ class _StrictLoader(yaml.SafeLoader):
     def construct_mapping(self, node, deep=False):
         seen: dict[Any, Any] = {}
         for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *base` may be overridden by the keys beside it
+                continue
             key = self.construct_object(key_node, deep=True)
             try:
                 first = seen.setdefault(key, key_node)
@@ -23,8 +25,8 @@ class _StrictLoader(yaml.SafeLoader):
                 continue
             if first is not key_node:
                 raise yaml.constructor.ConstructorError(
-                    None, None, f"'{key}' is given twice in one mapping (first on line {first.start_mark.line + 1}); "
-                    "keep one", key_node.start_mark,
+                    None, None, f"'{key_node.value}' is given twice in one mapping (first on line "
+                    f"{first.start_mark.line + 1}); keep one", key_node.start_mark,
                 )
         return super().construct_mapping(node, deep=deep)
 

@@ -82,3 +82,12 @@ def test_a_key_given_twice_is_refused_with_both_lines(tmp_path):
     with pytest.raises(UserError, match=r"twice\.yaml:4:9: not valid YAML \('max_steps' is given twice in one "
                        r"mapping \(first on line 3\); keep one\)"):
         load_pipeline(twice)
+
+
+def test_merge_keys_still_work_and_may_be_overridden(tmp_path):
+    """`<<: *base` is YAML's way to share settings; a key beside it overrides, which is not a repeat."""
+    from weightsmith.yamlfile import load_yaml_mapping
+
+    shared = tmp_path / "shared.yaml"
+    shared.write_text("a: &base {max_steps: 3, lr: 0.001}\nb:\n  <<: *base\n  max_steps: 5\n")
+    assert load_yaml_mapping(shared, "pipeline", "x")["b"] == {"max_steps": 5, "lr": 0.001}

@@ -4,10 +4,15 @@ model one process would train with the same global batch; rank 0 alone writes wh
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
 
 from safetensors.torch import load_file
 
-from helpers import CLI, tiny_pretrain_pipeline
+from helpers import CLI, query_db, tiny_pretrain_pipeline, wait_for
 
 STEPS = 6
 
@@ -56,3 +61,49 @@ def test_a_rank_that_refuses_its_input_fails_the_job_with_its_sentence(tmp_path)
     assert jobs[1]["state"] == "failed"
     assert jobs[1]["error"].startswith("error: stage 'pretrain': the dataset has ")
     assert jobs[1]["error"].endswith("fewer than one block of seq_len=60000; add text or lower seq_len.")
+
+
+def _ranks(launcher_pid: int) -> list[int]:
+    """The launcher's children: one process a rank (Linux /proc)."""
+    try:
+        return [int(pid) for pid in Path(f"/proc/{launcher_pid}/task/{launcher_pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] != "Z"
+    except OSError:
+        return False
+
+
+def test_a_killed_rank_fails_the_job_by_its_signal_and_no_rank_outlives_the_worker(tmp_path):
+    cli = _workspace(tmp_path, "ws")
+    pipeline = tiny_pretrain_pipeline(tmp_path / "long.yaml", "dp", max_steps=100_000, save_steps=100_000,
+                                      processes=2, batch_size=2)
+    job = cli.json("run", str(pipeline), "--detach")["jobs"][1]["id"]
+    db = cli.cwd / ".weightsmith" / "weightsmith.db"
+
+    def training_ranks():
+        rows = query_db(db, "SELECT r.pid FROM runs r WHERE r.job_id = ? AND r.status = 'running' AND r.pid IS NOT "
+                        "NULL AND EXISTS (SELECT 1 FROM run_metrics m WHERE m.run_id = r.id)", job)
+        ranks = _ranks(rows[-1][0]) if rows else []
+        return ranks if len(ranks) == 2 else None
+
+    worker = subprocess.Popen([sys.executable, "-m", "weightsmith", "worker", "--poll", "0.2"], cwd=cli.cwd,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        ranks = wait_for(training_ranks, what="two ranks training")
+        os.kill(ranks[1], signal.SIGKILL)
+        wait_for(lambda: query_db(db, "SELECT state FROM jobs WHERE id = ?", job)[0][0] == "failed",
+                 what="the job to fail")
+        assert query_db(db, "SELECT error FROM jobs WHERE id = ?", job)[0][0] == "stage process killed by signal 9"
+        wait_for(lambda: not any(_alive(pid) for pid in ranks), timeout=30, what="the other rank to stop")
+
+        cli("jobs", "retry", str(job))
+        ranks = wait_for(training_ranks, what="two ranks training again")
+    finally:
+        worker.kill()  # no SIGTERM, no cleanup: the worker just dies
+        worker.wait(timeout=60)
+    wait_for(lambda: not any(_alive(pid) for pid in ranks), timeout=30, what="the ranks to die with the worker")

@@ -5,39 +5,19 @@ from __future__ import annotations
 
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
-import time
 
 import torch
 from safetensors.torch import load_file
 
-from helpers import CLI, tiny_pretrain_pipeline
+from helpers import CLI, query_db, tiny_pretrain_pipeline, wait_for
 
 MAX_STEPS, SAVE_STEPS = 300, 10  # the kill must land well before the end, even on a slow machine
 
 
 def _pipeline(tmp_path):
     return tiny_pretrain_pipeline(tmp_path / "resume.yaml", "resume", max_steps=MAX_STEPS, save_steps=SAVE_STEPS)
-
-
-def _query(db, sql, *args):
-    con = sqlite3.connect(db, timeout=30)
-    try:
-        return con.execute(sql, args).fetchall()
-    finally:
-        con.close()
-
-
-def _wait(predicate, timeout=300, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_sigkill_mid_training_then_retry_resumes_and_matches(tmp_path):
@@ -67,7 +47,7 @@ def test_sigkill_mid_training_then_retry_resumes_and_matches(tmp_path):
         kill_after = 2 * SAVE_STEPS + 3  # two checkpoints written, still well before the end
 
         def running_pid():
-            rows = _query(
+            rows = query_db(
                 db,
                 "SELECT r.pid, MAX(m.step) FROM runs r JOIN run_metrics m ON m.run_id = r.id "
                 "WHERE r.job_id = ? AND r.status = 'running' GROUP BY r.id",
@@ -75,19 +55,19 @@ def test_sigkill_mid_training_then_retry_resumes_and_matches(tmp_path):
             )
             return rows[0][0] if rows and rows[0][1] is not None and rows[0][1] >= kill_after else None
 
-        pid = _wait(running_pid, what="pretrain to pass the second checkpoint")
+        pid = wait_for(running_pid, what="pretrain to pass the second checkpoint")
         os.kill(pid, signal.SIGKILL)
-        state = _wait(
-            lambda: (_query(db, "SELECT state, error FROM jobs WHERE id = ?", pretrain_job) or [[None]])[0]
-            if _query(db, "SELECT state FROM jobs WHERE id = ?", pretrain_job)[0][0] == "failed" else None,
+        state = wait_for(
+            lambda: (query_db(db, "SELECT state, error FROM jobs WHERE id = ?", pretrain_job) or [[None]])[0]
+            if query_db(db, "SELECT state FROM jobs WHERE id = ?", pretrain_job)[0][0] == "failed" else None,
             what="the killed job to be marked failed",
         )
         assert "signal 9" in state[1]
         assert worker.poll() is None, "the worker must survive its stage being killed"
 
         cli("jobs", "retry", str(pretrain_job))
-        _wait(
-            lambda: _query(db, "SELECT state FROM jobs WHERE id = ?", pretrain_job)[0][0] == "succeeded",
+        wait_for(
+            lambda: query_db(db, "SELECT state FROM jobs WHERE id = ?", pretrain_job)[0][0] == "succeeded",
             what="the retried job to succeed",
         )
     finally:

@@ -26,6 +26,7 @@ from weightsmith.config import DATASET_OUTPUT, REGISTRY_KINDS
 from weightsmith.data.formats import validate
 from weightsmith.data.ingest import store_validated
 from weightsmith.jobs.queue import claim_next, finish_job, heartbeat, reap_stale
+from weightsmith.proc import die_with_parent
 from weightsmith.workspace import Workspace
 from weightsmith.workspace.models import Job, Run, RunMetric, utcnow
 from weightsmith.workspace.registry import register_version
@@ -39,13 +40,9 @@ class StageInputError(Exception):
 
 
 def _die_with_parent() -> None:
-    # Linux: the stage gets SIGKILL if the worker dies, so no orphan keeps training.
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
+    # Linux: the stage gets SIGKILL if the worker dies, so no orphan keeps training (the ranks of a
+    # multi-process stage do the same with their launcher: runner.main).
+    die_with_parent()
     os.setpgrp()
 
 
@@ -206,9 +203,9 @@ class Worker:
         command = [sys.executable, "-m", module, str(spec_path)]
         processes = int(spec["config"].get("processes") or 1)
         if processes > 1:
-            # torchrun starts the ranks, restarts none of them, and stops them all when one fails or
-            # when it is terminated; the runner's rank 0 writes what the job reads.
-            command[1:2] = ["-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}", "-m"]
+            # torchrun's launcher starts the ranks, restarts none, stops them all when one fails or when
+            # it is terminated, and exits the way a single-process stage would; rank 0 writes the files.
+            command = [sys.executable, "-m", "weightsmith.training.launch", str(processes), str(spec_path)]
             env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // processes)))
         with open(log_path, "ab") as log:
             proc = subprocess.Popen(
@@ -241,13 +238,12 @@ class Worker:
             return "cancelled", "cancelled by user", code
         if code == 0:
             return "succeeded", None, code
-        last = _last_line(log_path)
+        # Under the launcher torchrun logs after the rank's own last line: find that line by its start.
+        last = _last_line(log_path, prefix={2: "error: ", 1: "stage failed: "}.get(code, "") if processes > 1 else "")
         if code < 0:
             return "failed", f"stage process killed by signal {-code}", code
         if code == 2:
             return "failed", last or "the stage rejected its input", code
-        if processes > 1 and (refusal := _last_line(log_path, prefix="error: ")):
-            return "failed", refusal, code  # a rank's one-sentence refusal; torchrun exits 1 after it
         return "failed", f"stage process exited with code {code}: {last}", code
 
     def _store_metrics(self, run_id: int, rows: list[dict]) -> None:

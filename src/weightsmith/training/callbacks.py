@@ -48,6 +48,11 @@ class CheckpointCommitCallback(TrainerCallback):
         self.keep = keep
 
     def on_save(self, args, state, control, **kwargs):
+        # Every rank writes its own RNG state into the checkpoint: all must be done before it is complete.
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            dist.barrier()
         if not state.is_world_process_zero:
             return
         checkpoints_dir = Path(args.output_dir)

@@ -229,6 +229,12 @@ def resolve_device(device: str) -> tuple[bool, bool]:
     if device == "cuda" and not torch.cuda.is_available():
         raise UserError("config device is 'cuda' but no CUDA device is available; use device: auto or cpu.")
     on_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
+    processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    if on_cuda and processes > torch.cuda.device_count():
+        raise UserError(
+            f"processes is {processes} but this machine has {torch.cuda.device_count()} GPU(s); "
+            "use at most one process per GPU."
+        )
     return (not on_cuda, on_cuda and torch.cuda.is_bf16_supported())
 
 
@@ -271,9 +277,6 @@ def trainer_arguments(cfg: TrainStageConfig, ctx: StageContext, count_tokens: st
         disable_tqdm=False,
         dataloader_num_workers=0,
         save_only_model=False,
-        # Our models use every parameter in every forward pass; the search DDP does otherwise costs a
-        # traversal of the graph per step.
-        ddp_find_unused_parameters=False,
     )
 
 

@@ -25,6 +25,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from weightsmith.errors import UserError
+from weightsmith.proc import die_with_parent
 from weightsmith.training import STAGE_KINDS, recipe_module, validate_stage_config
 from weightsmith.training.common import StageContext, StageInputs, is_main_process
 
@@ -119,6 +120,11 @@ def main(argv: list[str] | None = None) -> int:
     # TRL and peft still call this renamed transformers property on every step; the warning is theirs to
     # fix and would fill the job log.
     warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated")
+    if "LOCAL_RANK" in os.environ:  # a rank of weightsmith.training.launch: die with the launcher
+        launcher = os.getppid()
+        die_with_parent()
+        if os.getppid() != launcher:  # it died before we asked
+            return 1
     try:
         spec = load_spec(Path(argv[0]))
         result = run_spec(spec)
@@ -126,10 +132,13 @@ def main(argv: list[str] | None = None) -> int:
             write_json_atomically(spec.result_path, result)
         _leave_process_group()
     except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        sys.stderr.write(f"error: {exc}\n")  # one write: the ranks of a launch share the log
+        sys.stderr.flush()
         return UserError.exit_code
-    except Exception:  # noqa: BLE001 - the job log gets the traceback, the job state gets exit 1
+    except Exception as exc:  # noqa: BLE001 - the job log gets the traceback, the job state gets exit 1
         traceback.print_exc()
+        sys.stderr.write(f"stage failed: {type(exc).__name__}: {exc}\n")
+        sys.stderr.flush()
         return 1
     return 0
 
