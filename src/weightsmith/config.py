@@ -25,7 +25,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from weightsmith.errors import UserError, closest
-from weightsmith.yamlfile import load_yaml_mapping
+from weightsmith.yamlfile import DuplicateKeyError, load_yaml_mapping, load_yaml_text
 
 # Which dataset format each stage kind reads.
 STAGE_DATA_FORMAT = {
@@ -89,8 +89,10 @@ def parse_overrides(items: list[str]) -> list[tuple[list[str], Any]]:
         if not sep or not key:
             raise UserError(f"override '{item}' must look like key=value (e.g. stages.sft.max_steps=50).")
         try:
-            parsed = yaml.safe_load(value) if value else ""
-        except yaml.YAMLError:
+            parsed = load_yaml_text(value) if value else ""
+        except DuplicateKeyError as exc:
+            raise UserError(f"override '{item}': {exc.problem}.") from exc
+        except yaml.YAMLError:  # not YAML: the text itself
             parsed = value
         out.append((key.split("."), parsed))
     return out

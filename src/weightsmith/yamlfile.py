@@ -10,6 +10,10 @@ import yaml
 from weightsmith.errors import UserError
 
 
+class DuplicateKeyError(yaml.constructor.ConstructorError):
+    """A key given twice in one mapping."""
+
+
 class _StrictLoader(yaml.SafeLoader):
     """SafeLoader that refuses a key repeated in one mapping (PyYAML keeps the last one silently)."""
 
@@ -24,11 +28,16 @@ class _StrictLoader(yaml.SafeLoader):
             except TypeError:  # an unhashable key: let PyYAML report it
                 continue
             if first is not key_node:
-                raise yaml.constructor.ConstructorError(
+                raise DuplicateKeyError(
                     None, None, f"'{key_node.value}' is given twice in one mapping (first on line "
                     f"{first.start_mark.line + 1}); keep one", key_node.start_mark,
                 )
         return super().construct_mapping(node, deep=deep)
+
+
+def load_yaml_text(text: str) -> Any:
+    """Parse one YAML document (a command-line value, say) like a file: a repeated key is an error."""
+    return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader
 
 
 def load_yaml_mapping(path: Path, what: str, shape: str) -> dict[str, Any]:
@@ -42,7 +51,7 @@ def load_yaml_mapping(path: Path, what: str, shape: str) -> dict[str, Any]:
     if not path.is_file():
         raise UserError(f"{what} file '{path}' does not exist.")
     try:
-        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_StrictLoader)  # noqa: S506 - a SafeLoader
+        raw = load_yaml_text(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f":{mark.line + 1}:{mark.column + 1}" if mark else ""

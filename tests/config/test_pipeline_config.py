@@ -91,3 +91,9 @@ def test_merge_keys_still_work_and_may_be_overridden(tmp_path):
     shared = tmp_path / "shared.yaml"
     shared.write_text("a: &base {max_steps: 3, lr: 0.001}\nb:\n  <<: *base\n  max_steps: 5\n")
     assert load_yaml_mapping(shared, "pipeline", "x")["b"] == {"max_steps": 5, "lr": 0.001}
+
+
+def test_a_key_given_twice_in_an_override_value_is_refused():
+    with pytest.raises(UserError, match=r"override 'stages\.sft\.lora=\{r: 4, r: 8\}': 'r' is given twice in one "
+                       r"mapping \(first on line 1\); keep one\."):
+        load_pipeline(TINY, ["stages.sft.lora={r: 4, r: 8}"])
