@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import json
 import os
 import statistics
@@ -84,7 +85,7 @@ def bench_sft_padding_free(root: Path, rounds: int) -> Result:
 
     fx = quill_fixture(root)
     inputs = StageInputs(data_path=Path(fx["tasks_train"]), data_format="chat", model_path=fx["model"])
-    counter = iter(range(10**6))
+    counter = itertools.count()
 
     def tokens_per_second(padding_free: bool) -> float:
         base = root / f"sft-{next(counter)}"

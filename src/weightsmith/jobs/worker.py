@@ -238,8 +238,8 @@ class Worker:
             return "cancelled", "cancelled by user", code
         if code == 0:
             return "succeeded", None, code
-        # Under the launcher torchrun logs after the rank's own last line: find that line by its start.
-        last = _last_line(log_path, prefix={2: "error: ", 1: "stage failed: "}.get(code, "") if processes > 1 else "")
+        # The runner's own last words start so; under the launcher torchrun logs after them.
+        last = _last_line(log_path, prefix={2: "error: ", 1: "stage failed: "}.get(code, "")) or _last_line(log_path)
         if code < 0:
             return "failed", f"stage process killed by signal {-code}", code
         if code == 2:

@@ -8,6 +8,7 @@ from pathlib import Path
 from transformers import TrainerCallback
 
 from weightsmith.training.checkpoint import commit_checkpoint, prune_checkpoints
+from weightsmith.training.common import wait_for_all_ranks
 from weightsmith.training.metrics import MetricsWriter, metrics_row
 
 
@@ -49,10 +50,7 @@ class CheckpointCommitCallback(TrainerCallback):
 
     def on_save(self, args, state, control, **kwargs):
         # Every rank writes its own RNG state into the checkpoint: all must be done before it is complete.
-        import torch.distributed as dist
-
-        if dist.is_available() and dist.is_initialized():
-            dist.barrier()
+        wait_for_all_ranks()
         if not state.is_world_process_zero:
             return
         checkpoints_dir = Path(args.output_dir)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -205,6 +206,16 @@ def tokenizer_dir(inputs: StageInputs, kind: str, model_dir: Path | None) -> Pat
 def is_main_process() -> bool:
     """True in the only process of a stage, or in rank 0 of a torchrun launch: the one that writes files."""
     return int(os.environ.get("RANK", "0")) == 0
+
+
+def wait_for_all_ranks() -> None:
+    """Under torchrun, a barrier across the ranks; nothing in a single process."""
+    if "torch" not in sys.modules:  # never imported (the tokenizer stage): no process group either
+        return
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
 
 
 def prepare_output_dir(ctx: StageContext) -> None:

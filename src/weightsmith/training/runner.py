@@ -6,8 +6,9 @@ The job system runs every stage this way, as a subprocess. The spec::
      "work_dir": "...", "output_dir": "...", "seed": 0, "metrics_path": "...", "result_path": "..."}
 
 Under torchrun (``processes`` > 1) every rank runs the stage and rank 0 writes the output, the
-metrics and the result. Exit codes: 0 with ``result_path`` written; 2 on a user mistake (one sentence on stderr, nothing in
-``output_dir``); 1 on anything else (traceback on stderr). A rerun with the same spec resumes
+metrics and the result. Exit codes: 0 with ``result_path`` written; 2 on a user mistake (one
+sentence on stderr, nothing in ``output_dir``); 1 on anything else (traceback on stderr, then a
+``stage failed: …`` line). A rerun with the same spec resumes
 from the latest complete checkpoint in ``work_dir/checkpoints``.
 """
 
@@ -27,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from weightsmith.errors import UserError
 from weightsmith.proc import die_with_parent
 from weightsmith.training import STAGE_KINDS, recipe_module, validate_stage_config
-from weightsmith.training.common import StageContext, StageInputs, is_main_process
+from weightsmith.training.common import StageContext, StageInputs, is_main_process, wait_for_all_ranks
 
 
 class StageSpec(BaseModel):
@@ -99,13 +100,12 @@ def _leave_process_group() -> None:
     A rank that exits with the group open aborts in gloo's thread teardown ("terminate called without
     an active exception"), and torchrun then fails the stage that had succeeded.
     """
-    if "torch" not in sys.modules:  # the tokenizer stage never imports it
-        return
-    import torch.distributed as dist
+    wait_for_all_ranks()
+    if "torch" in sys.modules:  # the tokenizer stage never imports it
+        import torch.distributed as dist
 
-    if dist.is_available() and dist.is_initialized():
-        dist.barrier()
-        dist.destroy_process_group()
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
 
 
 def main(argv: list[str] | None = None) -> int:
