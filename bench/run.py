@@ -78,8 +78,8 @@ def quill_fixture(root: Path, n_train: int = 512) -> dict:
 
 # --- benches ---------------------------------------------------------------------------------------
 
-def bench_sft_padding_free(root: Path, rounds: int) -> Result:
-    """SFT tokens/s: padding-free batches (one row, per-conversation positions) vs padded batches."""
+def sft_tokens_per_second(root: Path) -> Callable[..., float]:
+    """A function that runs 24 SFT steps (batch 16) on Quill chats and returns the median tokens/s."""
     from weightsmith.training import sft
     from weightsmith.training.common import StageContext, StageInputs
 
@@ -87,7 +87,7 @@ def bench_sft_padding_free(root: Path, rounds: int) -> Result:
     inputs = StageInputs(data_path=Path(fx["tasks_train"]), data_format="chat", model_path=fx["model"])
     counter = itertools.count()
 
-    def tokens_per_second(padding_free: bool) -> float:
+    def tokens_per_second(padding_free: bool = True) -> float:
         base = root / f"sft-{next(counter)}"
         ctx = StageContext(work_dir=base / "work", output_dir=base / "out", seed=0,
                            metrics_path=base / "metrics.jsonl", result_path=base / "result.json")
@@ -97,8 +97,29 @@ def bench_sft_padding_free(root: Path, rounds: int) -> Result:
         rows = [json.loads(line) for line in ctx.metrics_path.read_text().splitlines()]
         return statistics.median(row["tokens_per_sec"] for row in rows[1:])  # the first interval has the warm-up
 
+    return tokens_per_second
+
+
+def bench_sft_padding_free(root: Path, rounds: int) -> Result:
+    """SFT tokens/s: padding-free batches (one row, per-conversation positions) vs padded batches."""
+    tokens_per_second = sft_tokens_per_second(root)
     a, b = alternate(lambda: tokens_per_second(False), lambda: tokens_per_second(True), rounds)
     return summarize("sft_padding_free", "SFT on Quill chats, padded → padding-free batches", "tokens/s", 1.3, a, b)
+
+
+def bench_sft_packed_attention(root: Path, rounds: int) -> Result:
+    """Padding-free SFT tokens/s: attention per conversation (ours) vs SDPA over the whole masked row."""
+    from unittest import mock
+
+    tokens_per_second = sft_tokens_per_second(root)
+
+    def masked_row() -> float:
+        with mock.patch("weightsmith.training.attention.use_packed_attention", lambda model: None):
+            return tokens_per_second()
+
+    a, b = alternate(masked_row, tokens_per_second, rounds)
+    return summarize("sft_packed_attention", "padding-free SFT on Quill chats, block-diagonal masked row → "
+                     "attention per conversation", "tokens/s", 1.15, a, b)
 
 
 def bench_generate_batched(root: Path, rounds: int) -> Result:
@@ -120,6 +141,7 @@ def bench_generate_batched(root: Path, rounds: int) -> Result:
 
 BENCHES: dict[str, Callable[[Path, int], Result]] = {
     "sft_padding_free": bench_sft_padding_free,
+    "sft_packed_attention": bench_sft_packed_attention,
     "generate_batched": bench_generate_batched,
 }
 
