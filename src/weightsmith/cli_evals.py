@@ -93,10 +93,10 @@ def cmd_eval(args) -> int:
 
     cli = _base()
     ws = cli._open(args)
-    if not getattr(args, "json", False):
-        print(f"Evaluating {args.model} on {first} ...", file=sys.stderr, flush=True)
     html = _html_path(args.html) if args.html else None
-    doc = run_suite(ws, first, args.model, device=args.device)
+    quiet = getattr(args, "json", False)
+    doc = run_suite(ws, first, args.model, device=args.device, on_start=None if quiet else lambda: print(
+        f"Evaluating {args.model} on {first} ...", file=sys.stderr, flush=True))
     if html is not None:
         doc["html"] = _write_html(ws, doc["run"], None, html)
 

@@ -153,6 +153,7 @@ def test_dataset_of_the_wrong_format_or_columns_exits_2_and_records_nothing(ws, 
     proc = cli("eval", str(wrong_format), "--model", "m@v1", check=False)
     assert proc.returncode == 2, proc.stderr
     assert "kpis.acc.data: tasks@v1 holds chat data, but metric 'exact_match' reads prompt" in proc.stderr
+    assert "Evaluating" not in proc.stderr  # refused before it says it started
 
     no_column = write(tmp_path / "col.yaml", "name: s\nkpis:\n  re: {data: prompts, metric: regex_match}\n")
     doc = json.loads(cli("eval", str(no_column), "--model", "m@v1", "--json", check=False).stdout)

@@ -20,6 +20,7 @@ import json
 import math
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -345,7 +346,7 @@ def _perplexity_kpi(kpi: Kpi, data: KpiData, model_path: str, device: str) -> Kp
     result = perplexity(model_path, texts, seq_len=kpi.seq_len, batch_size=kpi.generation.batch_size, device=device)
     _, tokenizer = load_model(model_path, device)
     # Every token after a text's first is predicted once (perplexity's windows overlap by one).
-    tokens = [max(len(tokenizer(t, add_special_tokens=True)["input_ids"]) - 1, 0) for t in texts]
+    tokens = [max(len(tokenizer(t, add_special_tokens=True, verbose=False)["input_ids"]) - 1, 0) for t in texts]
     nll = result["nll_per_token"]
     examples = [
         {
@@ -545,19 +546,30 @@ def evaluate(ws: Workspace, prepared: PreparedSuite, model: dict, device: str | 
     return outcomes, {"started_at": started_at, "seconds": time.perf_counter() - t0, "device": device or prepared.suite.device}
 
 
-def run_suite(ws: Workspace, suite_path_or_spec: str | Path | dict | Suite, model_ref: str, *, device: str | None = None) -> dict:
+def run_suite(
+    ws: Workspace,
+    suite_path_or_spec: str | Path | dict | Suite,
+    model_ref: str,
+    *,
+    device: str | None = None,
+    on_start: Callable[[], None] | None = None,
+) -> dict:
     """Run a KPI suite on a model version and store every example; returns :func:`run_dict`'s document.
 
     Args:
         suite_path_or_spec: a suite YAML path, a parsed mapping, or a loaded :class:`Suite`.
         model_ref: ``NAME@vN``, ``NAME@ALIAS``, ``NAME`` (newest) or a local model directory.
         device: overrides the suite's ``device`` (auto | cpu | cuda...).
+        on_start: called once the suite, its data and the model have been checked, before any
+            generation (the CLI's "Evaluating ..." line, so a refused suite never shows it).
     """
     from weightsmith.workspace.registry import resolve_model
 
     suite = load_suite(suite_path_or_spec)
     model = resolve_model(ws, model_ref)
     prepared = prepare_suite(ws, suite)
+    if on_start is not None:
+        on_start()
     outcomes, timing = evaluate(ws, prepared, model, device)
     store_pending_datasets(ws, prepared)
     with ws.session() as s:
