@@ -1,5 +1,6 @@
 """A stage SIGKILLed mid-training resumes from its last checkpoint when the job is retried,
-and ends with the same weights as a run that was never interrupted (CPU, same seed)."""
+and ends with the same weights as a run that was never interrupted (CPU, same seed) — in one
+process, and in two data-parallel ones (torchrun) whose launcher is killed."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import signal
 import subprocess
 import sys
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
@@ -16,12 +18,15 @@ from helpers import CLI, query_db, tiny_pretrain_pipeline, wait_for
 MAX_STEPS, SAVE_STEPS = 300, 10  # the kill must land well before the end, even on a slow machine
 
 
-def _pipeline(tmp_path):
-    return tiny_pretrain_pipeline(tmp_path / "resume.yaml", "resume", max_steps=MAX_STEPS, save_steps=SAVE_STEPS)
+def _pipeline(tmp_path, processes: int):
+    # The same global batch of 4 sequences either way.
+    return tiny_pretrain_pipeline(tmp_path / "resume.yaml", "resume", max_steps=MAX_STEPS, save_steps=SAVE_STEPS,
+                                  processes=processes, batch_size=4 // processes)
 
 
-def test_sigkill_mid_training_then_retry_resumes_and_matches(tmp_path):
-    pipeline = _pipeline(tmp_path)
+@pytest.mark.parametrize("processes", [1, 2])
+def test_sigkill_mid_training_then_retry_resumes_and_matches(tmp_path, processes):
+    pipeline = _pipeline(tmp_path, processes)
     ref_dir, kill_dir = tmp_path / "ref", tmp_path / "kill"
     ref_dir.mkdir()
     kill_dir.mkdir()
@@ -56,7 +61,7 @@ def test_sigkill_mid_training_then_retry_resumes_and_matches(tmp_path):
             return rows[0][0] if rows and rows[0][1] is not None and rows[0][1] >= kill_after else None
 
         pid = wait_for(running_pid, what="pretrain to pass the second checkpoint")
-        os.kill(pid, signal.SIGKILL)
+        os.kill(pid, signal.SIGKILL)  # the stage process: with processes: 2, torchrun's launcher
         state = wait_for(
             lambda: (query_db(db, "SELECT state, error FROM jobs WHERE id = ?", pretrain_job) or [[None]])[0]
             if query_db(db, "SELECT state FROM jobs WHERE id = ?", pretrain_job)[0][0] == "failed" else None,
