@@ -208,14 +208,30 @@ def is_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
-def wait_for_all_ranks() -> None:
-    """Under torchrun, a barrier across the ranks; nothing in a single process."""
+def _process_group():
+    """``torch.distributed`` when a process group is up (under torchrun), else None."""
     if "torch" not in sys.modules:  # never imported (the tokenizer stage): no process group either
-        return
+        return None
     import torch.distributed as dist
 
-    if dist.is_available() and dist.is_initialized():
+    return dist if dist.is_available() and dist.is_initialized() else None
+
+
+def wait_for_all_ranks() -> None:
+    """Under torchrun, a barrier across the ranks; nothing in a single process."""
+    if (dist := _process_group()) is not None:
         dist.barrier()
+
+
+def leave_process_group() -> None:
+    """Under torchrun: wait for every rank (rank 0 may still be saving), then close the process group.
+
+    A rank that exits with the group open aborts in gloo's thread teardown ("terminate called without
+    an active exception"), and torchrun then fails the stage that had succeeded.
+    """
+    if (dist := _process_group()) is not None:
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 def prepare_output_dir(ctx: StageContext) -> None:

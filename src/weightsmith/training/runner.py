@@ -28,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from weightsmith.errors import UserError
 from weightsmith.proc import die_with_parent
 from weightsmith.training import STAGE_KINDS, recipe_module, validate_stage_config
-from weightsmith.training.common import StageContext, StageInputs, is_main_process, wait_for_all_ranks
+from weightsmith.training.common import StageContext, StageInputs, is_main_process, leave_process_group
 
 
 class StageSpec(BaseModel):
@@ -94,20 +94,6 @@ def write_json_atomically(path: Path, payload: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
-def _leave_process_group() -> None:
-    """Under torchrun: wait for every rank (rank 0 may still be saving), then close the process group.
-
-    A rank that exits with the group open aborts in gloo's thread teardown ("terminate called without
-    an active exception"), and torchrun then fails the stage that had succeeded.
-    """
-    wait_for_all_ranks()
-    if "torch" in sys.modules:  # the tokenizer stage never imports it
-        import torch.distributed as dist
-
-        if dist.is_available() and dist.is_initialized():
-            dist.destroy_process_group()
-
-
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 1:
@@ -130,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         result = run_spec(spec)
         if is_main_process():
             write_json_atomically(spec.result_path, result)
-        _leave_process_group()
+        leave_process_group()
     except UserError as exc:
         sys.stderr.write(f"error: {exc}\n")  # one write: the ranks of a launch share the log
         sys.stderr.flush()
