@@ -145,6 +145,8 @@ def test_dpo_with_sft_weight_adds_the_chosen_nll(tmp_path: Path, data_dir: Path,
     rows = assert_metrics_rows(run, extra_keys={"rewards/margins"})
     # Policy == reference at step 1: the DPO term is log(2); the chosen answers' NLL comes on top.
     assert rows[0]["loss"] > math.log(2) + 0.5
+    args = run.trainer_args()  # what TRL ran with
+    assert (args["loss_type"], args["loss_weights"], args["beta"]) == (["sigmoid", "sft"], [1.0, 1.0], 0.1)
 
 
 def test_grpo_with_registered_and_user_rewards(
@@ -173,4 +175,7 @@ def test_grpo_with_registered_and_user_rewards(
     )
     result = run.result()
     assert result["rewards"] == ["exact_match", "length_rewards:longer_is_better"]
+    args = run.trainer_args()  # what TRL ran with: each config key reached it
+    assert (args["scale_rewards"], args["num_generations"], args["max_completion_length"]) == ("batch", 4, 8)
+    assert (args["learning_rate"], args["max_steps"], args["beta"]) == (1e-3, 2, 0.0)
     assert result["train_tokens"] > 0

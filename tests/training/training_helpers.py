@@ -60,6 +60,10 @@ class StageRun:
     def metrics(self) -> list[dict]:
         return [json.loads(line) for line in self.metrics_path.read_text().splitlines()]
 
+    def trainer_args(self) -> dict:
+        """What the library trainer ran with (written by the stage next to result.json)."""
+        return json.loads((self.base / "trainer_args.json").read_text())
+
 
 def stage_context(base: Path, seed: int = 0):
     """The StageContext the runner gives a stage whose files live under ``base``."""

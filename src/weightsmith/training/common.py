@@ -321,6 +321,7 @@ def train_with_resume(trainer: Trainer, cfg: TrainStageConfig, ctx: StageContext
 
     if is_main_process():  # the other ranks only read complete checkpoints
         remove_incomplete_checkpoints(ctx.checkpoints_dir)
+        write_trainer_args(trainer, ctx.result_path.with_name(TRAINER_ARGS_FILE))
     resume = latest_complete_checkpoint(ctx.checkpoints_dir)
     if resume is not None and resume.step >= trainer.args.max_steps:
         # The run had finished training and died saving the model. Trainer.train() would take one more
@@ -343,6 +344,21 @@ def train_with_resume(trainer: Trainer, cfg: TrainStageConfig, ctx: StageContext
         "train_tokens": int(state.num_input_tokens_seen),
         "resumed_from_step": resume.step if resume else None,
     }
+
+
+TRAINER_ARGS_FILE = "trainer_args.json"
+
+
+def write_trainer_args(trainer: Trainer, path: Path) -> None:
+    """Write every argument the library's trainer runs with, defaults included, next to the result.
+
+    Our config is a curated subset; this file is what each key became in TRL/transformers (and what
+    they filled in), so a run can be read and reproduced without knowing the library's defaults.
+    """
+    args = trainer.args.to_dict()  # masks every *_token value
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(args, indent=1, sort_keys=True, default=str) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
 
 
 def lora_config(settings: LoraSettings | None):
