@@ -103,3 +103,32 @@ def test_preference_pairs_with_chat_messages_and_reference_fallback():
 def test_preference_pairs_reports_missing_references():
     with pytest.raises(UserError, match="2 prompts but 1 references"):
         preference_pairs([("a", [REF]), ("b", [REF])], [REF])
+
+
+MULTI = "signal mom = rank(ts_min(high, 10))\nfilter big = close > 140\nportfolio long_short(mom, where=big)"
+
+
+def steps_score(candidate, reference=MULTI):
+    return get_reward("quill_exec_steps")([candidate], [reference])[0]
+
+
+def test_step_reward_credits_each_statement_computed_right_and_nothing_for_parsing():
+    assert steps_score(MULTI.replace("mom", "m").replace("big", "b")) == 1.0  # names do not matter
+    assert steps_score(MULTI.replace("where=big", "where=big, top=0.3")) == pytest.approx(0.5 * 2 / 3)
+    # A wrong filter makes the portfolio over it wrong too: only the signal counts.
+    assert steps_score(MULTI.replace("140", "150")) == pytest.approx(0.5 * 1 / 3)
+    assert steps_score("signal mom = rank(close)\nfilter big = close > 140") == pytest.approx(0.5 * 1 / 3)
+    # One-statement references: right or nothing, however well the candidate parses.
+    assert steps_score("signal mom = rank(delta(close, 6))", REF) == 0.0
+    assert steps_score("nonsense (") == steps_score("") == 0.0
+
+
+def test_step_reward_leaves_no_shortcut():
+    undefined_name = MULTI.replace("long_short(mom", "long_short(edge")
+    dropped_line = "\n".join(MULTI.splitlines()[:2])
+    assert exec_score(dropped_line, MULTI) > exec_score(undefined_name, MULTI)  # quill_exec's shortcut
+    assert steps_score(dropped_line) <= steps_score(undefined_name) == pytest.approx(0.5 * 2 / 3)
+    # Extra statements earn nothing, so guessing several versions of a line does not pay ...
+    assert steps_score("signal a = rank(close)\n" + MULTI.replace("140", "150")) == 0.0
+    assert steps_score("signal a = rank(close)\n" + MULTI) == 1.0  # ... unless the answer is right
+    assert steps_score(MULTI + "\nsignal z = close") < 1.0

@@ -5,7 +5,8 @@ statement's output) equals the reference program's answer on every verification 
 tolerance, with NaN in exactly the same places. So ``rank(close - delay(close, 5))`` is as right
 as ``rank(delta(close, 5))``, and names do not matter.
 
-Registered rewards (``weightsmith.rewards``): ``quill_exec`` (1 / 0.1 / 0), ``quill_exec_match``
+Registered rewards (``weightsmith.rewards``): ``quill_exec`` (1 / 0.1 / 0), ``quill_exec_steps``
+(1, else credit per reference statement computed right: the GRPO reward), ``quill_exec_match``
 (execution accuracy) and ``quill_parses`` (parse rate). Reference answers and verdicts are
 cached: GRPO scores the same references every step and often the same completions.
 """
@@ -21,6 +22,7 @@ import numpy as np
 
 from weightsmith.domains.quill.errors import QuillSyntaxError
 from weightsmith.domains.quill.interp import run
+from weightsmith.domains.quill.nodes import PORTFOLIO_OUTPUT, Portfolio
 from weightsmith.domains.quill.panel import Panel, make_panel
 from weightsmith.domains.quill.parser import parse
 from weightsmith.errors import UserError
@@ -32,6 +34,7 @@ VERIFY_SEEDS = (1001, 1002, 1003)
 PANEL_DAYS, PANEL_ASSETS, PANEL_SECTORS = 80, 12, 3
 RTOL, ATOL = 1e-6, 1e-9
 PARTIAL_CREDIT = 0.1  # parses but wrong: a little better than noise, far from right
+STEP_CREDIT = 0.5  # quill_exec_steps: the most a wrong program can earn, shared by the reference's statements
 MAX_PROGRAM_CHARS = 4000  # a completion longer than this is rambling, not a program
 
 INVALID, PARSES, CORRECT = 0, 1, 2
@@ -93,6 +96,8 @@ class _LRU(OrderedDict):
 # ~27 KB per reference (3 panels x 80 x 12 floats): 4096 of them stay under ~110 MB.
 _REFERENCE_ANSWERS = _LRU(4096)
 _VERDICTS = _LRU(200_000)
+_REFERENCE_STEPS = _LRU(512)  # per-statement answers: a GRPO step uses a few dozen references
+_STEP_SCORES = _LRU(200_000)
 
 
 def reference_answer(reference: str) -> tuple[np.ndarray, ...]:
@@ -132,10 +137,66 @@ def score(completion: object, reference: str) -> float:
     return TIER_SCORES[verdict(completion, reference)]
 
 
+def statement_answers(source: str) -> list[tuple[str, tuple[np.ndarray, ...]]]:
+    """(kind, answer on each panel) of each statement of the longest run of leading lines that parses.
+
+    A program whose last line names an undefined signal still shows what its first lines compute.
+    """
+    lines = [line for line in source.splitlines() if line.strip()]
+    for end in range(min(len(lines), 64), 0, -1):
+        try:
+            program = parse("\n".join(lines[:end]))
+        except QuillSyntaxError:
+            continue
+        try:
+            outputs = [run(program, panel) for panel in verification_panels()]
+        except Exception:  # noqa: BLE001 - a candidate must never crash a training step
+            return []
+        return [(type(stmt).__name__,
+                 tuple(out[PORTFOLIO_OUTPUT if isinstance(stmt, Portfolio) else stmt.name] for out in outputs))
+                for stmt in program.statements]
+    return []
+
+
+def step_score(completion: object, reference: str) -> float:
+    """1.0 correct; else STEP_CREDIT x the share of the reference's statements (when it has several)
+    that the candidate's statement at the same place computes; nothing for a candidate with more
+    statements than the reference, for a one-statement reference, or for merely parsing."""
+    if verdict(completion, reference) == CORRECT:
+        return 1.0
+    candidate = extract_program(completion_text(completion))
+    key = (candidate, reference)
+    if key in _STEP_SCORES:
+        return _STEP_SCORES[key]
+    if reference in _REFERENCE_STEPS:
+        expected = _REFERENCE_STEPS[reference]
+    else:
+        expected = _REFERENCE_STEPS.put(reference, statement_answers(reference))
+    got = statement_answers(candidate) if len(expected) > 1 and len(candidate) <= MAX_PROGRAM_CHARS else []
+    if not got or len(got) > len(expected):
+        return _STEP_SCORES.put(key, 0.0)
+    right = sum(kind == want_kind and answers_equal(answers, want)
+                for (kind, answers), (want_kind, want) in zip(got, expected))
+    return _STEP_SCORES.put(key, STEP_CREDIT * right / len(expected))
+
+
 @reward("quill_exec")
 def quill_exec(completions: list, reference: list[str], **_: object) -> list[float]:
     """GRPO reward: 1.0 when the program computes the reference's answer, 0.1 when it only parses."""
     return [score(c, r) for c, r in zip(completions, reference, strict=True)]
+
+
+@reward("quill_exec_steps")
+def quill_exec_steps(completions: list, reference: list[str], **_: object) -> list[float]:
+    """GRPO reward with no shortcut: 1.0 when the program computes the reference's answer; a wrong one
+    earns up to STEP_CREDIT for the reference's statements it computes at the same place.
+
+    quill_exec's credit for merely parsing is a shortcut: a portfolio line that names an undefined
+    signal does not parse, a program without that line does, and 150 GRPO steps on it learned to
+    drop the portfolio line from every multi-statement answer (89 of 89). Here dropping a statement
+    never earns more than writing it wrong.
+    """
+    return [step_score(c, r) for c, r in zip(completions, reference, strict=True)]
 
 
 @reward("quill_exec_match")
