@@ -42,8 +42,8 @@ def evaluated(tmp_path_factory, tiny_chat_model):
     (root / "suite.yaml").write_text(SUITE)
     cli = CLI(root)
     # One OpenMP thread in the CLI's process too: two spinning threads on a busy 2-core box crawl.
-    doc = cli.json("eval", "suite.yaml", "--model", "chat@v1", env={"OMP_NUM_THREADS": "1"})
-    return cli, ws, doc
+    proc = cli("eval", "suite.yaml", "--model", "chat@v1", "--json", env={"OMP_NUM_THREADS": "1"})
+    return cli, ws, json.loads(proc.stdout), proc.stderr
 
 
 def rows(cli: CLI, sql: str) -> list[tuple]:
@@ -51,7 +51,7 @@ def rows(cli: CLI, sql: str) -> list[tuple]:
 
 
 def test_eval_json_names_the_version_and_each_kpi(evaluated, tiny_chat_model):
-    _, _, doc = evaluated
+    _, _, doc, _ = evaluated
     assert doc["model"] == "chat@v1" and isinstance(doc["run"], int)
     for name in ("exact", "chrf", "slow", "ppl"):
         assert {"value", "ci", "n"} <= set(doc["kpis"][name]), name
@@ -64,8 +64,13 @@ def test_eval_json_names_the_version_and_each_kpi(evaluated, tiny_chat_model):
     assert doc["kpis"]["slow"]["value"] > 0 and doc["kpis"]["slow"]["direction"] == "lower"
 
 
+def test_eval_prints_no_library_progress_bars(evaluated):
+    *_, stderr = evaluated
+    assert "Loading weights" not in stderr and "it/s]" not in stderr, stderr[-2000:]
+
+
 def test_every_example_is_stored_with_prediction_score_and_timing(evaluated, tiny_chat_model):
-    cli, _, doc = evaluated
+    cli, _, doc, _ = evaluated
     examples = rows(cli, f"SELECT prediction, reference, score, tokens, seconds, finish_reason FROM eval_examples "
                          f"WHERE run_id = {doc['run']} AND kpi = 'exact' ORDER BY position")
     assert [(e[0], json.loads(e[1])["answer"], e[2]) for e in examples] == [(a, a, 1.0) for a in tiny_chat_model.chats.values()]
@@ -79,7 +84,7 @@ def test_every_example_is_stored_with_prediction_score_and_timing(evaluated, tin
 
 
 def test_perplexity_kpi_is_the_corpus_perplexity(evaluated, tiny_chat_model):
-    cli, _, doc = evaluated
+    cli, _, doc, _ = evaluated
     texts = [json.loads(line)["text"] for line in (Path(cli.cwd) / "docs.jsonl").read_text().splitlines()]
     expected = perplexity(tiny_chat_model.path, texts, device="cpu")["value"]
     ppl = doc["kpis"]["ppl"]
@@ -96,7 +101,7 @@ def _closed_port() -> int:
 def test_a_failing_judge_endpoint_is_one_clear_error_after_retries_and_records_nothing(evaluated):
     from weightsmith.evals.run import run_suite
 
-    cli, ws, _ = evaluated
+    cli, ws, _, _ = evaluated
     runs_before = rows(cli, "SELECT count(*) FROM eval_runs")
     suite = {"name": "judged", "generation": {"max_new_tokens": 4}, "kpis": {
         "exact": {"path": "held.jsonl", "format": "prompt", "metric": "exact_match"},
@@ -112,7 +117,7 @@ def test_a_failing_judge_endpoint_is_one_clear_error_after_retries_and_records_n
 def test_a_users_metric_that_raises_is_reported_and_records_nothing(evaluated, tmp_path, monkeypatch):
     from weightsmith.evals.run import run_suite
 
-    cli, ws, _ = evaluated
+    cli, ws, _, _ = evaluated
     runs_before = rows(cli, "SELECT count(*) FROM eval_runs")
     (tmp_path / "broken_metric.py").write_text("def score(completions, **_):\n    raise RuntimeError('boom')\n")
     monkeypatch.syspath_prepend(str(tmp_path))
@@ -124,7 +129,7 @@ def test_a_users_metric_that_raises_is_reported_and_records_nothing(evaluated, t
 
 
 def test_lm_eval_task_without_the_harness_is_a_clear_error(evaluated):
-    cli, _, _ = evaluated
+    cli, _, _, _ = evaluated
     (Path(cli.cwd) / "harness.yaml").write_text("name: harness\nkpis:\n  arc: {lm_eval: {task: arc_easy, limit: 10}}\n")
     proc = cli("eval", "harness.yaml", "--model", "chat@v1", check=False)
     assert proc.returncode == 2
@@ -132,7 +137,7 @@ def test_lm_eval_task_without_the_harness_is_a_clear_error(evaluated):
 
 
 def test_eval_needs_a_model_and_names_a_missing_version(evaluated):
-    cli, _, _ = evaluated
+    cli, _, _, _ = evaluated
     proc = cli("eval", "suite.yaml", check=False)
     assert proc.returncode == 2 and "needs --model" in proc.stderr
     proc = cli("eval", "suite.yaml", "--model", "chat@v9", check=False)

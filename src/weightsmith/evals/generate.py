@@ -8,6 +8,7 @@ so scoring several KPIs on one model pays for the load once.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import time
@@ -80,11 +81,25 @@ def _load_model_cached(path: str, device: str) -> tuple[PreTrainedModel, PreTrai
     dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
-        model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, dtype=dtype)
+        with _no_progress_bar():  # a "Loading weights" bar per model would break up the eval's own output
+            model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, dtype=dtype)
     except (OSError, ValueError) as exc:
         raise UserError(f"cannot load a causal language model and tokenizer from '{path}' ({exc}).") from exc
     model.to(device).eval()
     return model, tokenizer
+
+
+@contextlib.contextmanager
+def _no_progress_bar():
+    from transformers.utils import logging as hf_logging
+
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
 
 
 def clear_model_cache() -> None:
