@@ -84,6 +84,9 @@ def error(source: str) -> QuillSyntaxError:
     ("portfolio long_only(close)\nsignal s = close", 1, 1, "type", "last statement"),
     ("signal x = winsorize(close, volume)", 1, 29, "type", "number literal"),
     ("", 1, 1, "syntax", "empty program"),
+    ("signal a = closeα", 1, 17, "syntax", "unexpected character 'α'"),
+    ("signal a = rank(close, ²)", 1, 24, "syntax", "unexpected character '²'"),
+    ("signal ä = close", 1, 8, "syntax", "unexpected character 'ä'"),
 ])
 def test_errors_name_line_and_column(source, line, col, kind, words):
     err = error(source)

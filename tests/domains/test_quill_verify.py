@@ -118,9 +118,12 @@ def test_step_reward_credits_each_statement_computed_right_and_nothing_for_parsi
     # A wrong filter makes the portfolio over it wrong too: only the signal counts.
     assert steps_score(MULTI.replace("140", "150")) == pytest.approx(0.5 * 1 / 3)
     assert steps_score("signal mom = rank(close)\nfilter big = close > 140") == pytest.approx(0.5 * 1 / 3)
-    # One-statement references: right or nothing, however well the candidate parses.
+    # One-statement references: right or nothing, however much of the candidate is right.
     assert steps_score("signal mom = rank(delta(close, 6))", REF) == 0.0
+    assert steps_score(REF + "\nportfolio", REF) == 0.0
     assert steps_score("nonsense (") == steps_score("") == 0.0
+    # A stray character is a wrong program, not a crashed training step.
+    assert steps_score("signal mom = rank(ts_min(highα, 10))") == exec_score("signal a = closeα") == 0.0
 
 
 def test_step_reward_leaves_no_shortcut():
@@ -129,6 +132,8 @@ def test_step_reward_leaves_no_shortcut():
     assert exec_score(dropped_line, MULTI) > exec_score(undefined_name, MULTI)  # quill_exec's shortcut
     assert steps_score(dropped_line) <= steps_score(undefined_name) == pytest.approx(0.5 * 2 / 3)
     # Extra statements earn nothing, so guessing several versions of a line does not pay ...
-    assert steps_score("signal a = rank(close)\n" + MULTI.replace("140", "150")) == 0.0
+    lines = MULTI.replace("where=big", "where=big, top=0.3").splitlines()
+    assert steps_score("\n".join(lines[:2] + ["signal z = close"] + lines[2:])) == 0.0
     assert steps_score("signal a = rank(close)\n" + MULTI) == 1.0  # ... unless the answer is right
-    assert steps_score(MULTI + "\nsignal z = close") < 1.0
+    # What follows a right program and does not parse makes it wrong: the lines before it still count.
+    assert steps_score(MULTI + "\nsignal z = close") == 0.5

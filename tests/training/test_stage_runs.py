@@ -147,6 +147,7 @@ def test_dpo_with_sft_weight_adds_the_chosen_nll(tmp_path: Path, data_dir: Path,
     assert rows[0]["loss"] > math.log(2) + 0.5
     args = run.trainer_args()  # what TRL ran with
     assert (args["loss_type"], args["loss_weights"], args["beta"]) == (["sigmoid", "sft"], [1.0, 1.0], 0.1)
+    assert args["hub_token"] == "<HUB_TOKEN>" and "pad_token" in args and args["pad_token"] != "<PAD_TOKEN>"
 
 
 def test_grpo_with_registered_and_user_rewards(

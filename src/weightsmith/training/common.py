@@ -355,7 +355,9 @@ def write_trainer_args(trainer: Trainer, path: Path) -> None:
     Our config is a curated subset; this file is what each key became in TRL/transformers (and what
     they filled in), so a run can be read and reproduced without knowing the library's defaults.
     """
-    args = trainer.args.to_dict()  # masks every *_token value
+    args = trainer.args.to_dict()
+    # to_dict() masks every key ending in _token; only hub_token is a secret (pad_token, eos_token are settings).
+    args.update({key: getattr(trainer.args, key) for key in args if key.endswith("_token") and key != "hub_token"})
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(args, indent=1, sort_keys=True, default=str) + "\n", encoding="utf-8")
     os.replace(tmp, path)

@@ -12,8 +12,9 @@ KEYWORDS = frozenset({"signal", "filter", "portfolio", "and", "or", "not"})
 # Longest first, so that '>=' wins over '>'.
 PUNCTUATION = ("==", "!=", "<=", ">=", "<", ">", "+", "-", "*", "/", "(", ")", ",", "=")
 
-_NUMBER = re.compile(r"(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+_NUMBER = re.compile(r"(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?", re.ASCII)
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_DIGITS = frozenset("0123456789")
 
 
 @dataclass(frozen=True)
@@ -46,7 +47,8 @@ def tokenize(source: str) -> list[Token]:
                 continue
             if ch == "#":
                 break
-            if ch.isdigit() or (ch == "." and pos + 1 < len(line) and line[pos + 1].isdigit()):
+            # ASCII only: 'α' or '²' pass str.isalpha/isdigit but no Quill token starts with them.
+            if ch in _DIGITS or (ch == "." and pos + 1 < len(line) and line[pos + 1] in _DIGITS):
                 match = _NUMBER.match(line, pos)
                 end = match.end()
                 if end < len(line) and (line[end].isalpha() or line[end] == "_"):
@@ -56,7 +58,7 @@ def tokenize(source: str) -> list[Token]:
                 tokens.append(Token("number", match.group(0), line_no, col))
                 pos = end
                 continue
-            if ch.isalpha() or ch == "_":
+            if (ch.isascii() and ch.isalpha()) or ch == "_":
                 text = _NAME.match(line, pos).group(0)
                 kind = "keyword" if text in KEYWORDS else "name"
                 tokens.append(Token(kind, text, line_no, col))

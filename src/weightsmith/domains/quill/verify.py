@@ -85,6 +85,13 @@ class _LRU(OrderedDict):
         super().__init__()
         self.size = size
 
+    def hit(self, key):
+        """The cached value (moved to the newest end), or None."""
+        if key not in self:
+            return None
+        self.move_to_end(key)
+        return self[key]
+
     def put(self, key, value):
         self[key] = value
         self.move_to_end(key)
@@ -161,16 +168,16 @@ def statement_answers(source: str) -> list[tuple[str, tuple[np.ndarray, ...]]]:
 def step_score(completion: object, reference: str) -> float:
     """1.0 correct; else STEP_CREDIT x the share of the reference's statements (when it has several)
     that the candidate's statement at the same place computes; nothing for a candidate with more
-    statements than the reference, for a one-statement reference, or for merely parsing."""
+    statements than the reference, for a one-statement reference, or for merely parsing. A right
+    program followed by a line that does not parse is wrong, and earns what its statements compute."""
     if verdict(completion, reference) == CORRECT:
         return 1.0
     candidate = extract_program(completion_text(completion))
     key = (candidate, reference)
-    if key in _STEP_SCORES:
-        return _STEP_SCORES[key]
-    if reference in _REFERENCE_STEPS:
-        expected = _REFERENCE_STEPS[reference]
-    else:
+    if (cached := _STEP_SCORES.hit(key)) is not None:
+        return cached
+    expected = _REFERENCE_STEPS.hit(reference)
+    if expected is None:
         expected = _REFERENCE_STEPS.put(reference, statement_answers(reference))
     got = statement_answers(candidate) if len(expected) > 1 and len(candidate) <= MAX_PROGRAM_CHARS else []
     if not got or len(got) > len(expected):
