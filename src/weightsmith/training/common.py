@@ -358,8 +358,17 @@ def write_trainer_args(trainer: Trainer, path: Path) -> None:
     args = trainer.args.to_dict()
     # to_dict() masks every key ending in _token; only hub_token is a secret (pad_token, eos_token are settings).
     args.update({key: getattr(trainer.args, key) for key in args if key.endswith("_token") and key != "hub_token"})
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(args, indent=1, sort_keys=True, default=str) + "\n", encoding="utf-8")
+    write_json_atomically(path, args, default=str)
+
+
+def write_json_atomically(path: Path, payload: dict[str, Any], default: Any = None) -> None:
+    """Write ``payload`` as JSON so a reader sees the old file or the new one, never half of one.
+
+    ``default`` is json.dumps's: how to write a value JSON has no type for (None: refuse it).
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(payload, indent=2, default=default) + "\n", encoding="utf-8")
     os.replace(tmp, path)
 
 

@@ -28,7 +28,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from weightsmith.errors import UserError
 from weightsmith.proc import die_with_parent
 from weightsmith.training import STAGE_KINDS, recipe_module, validate_stage_config
-from weightsmith.training.common import StageContext, StageInputs, is_main_process, leave_process_group
+from weightsmith.training.common import (
+    StageContext, StageInputs, is_main_process, leave_process_group, write_json_atomically)
 
 
 class StageSpec(BaseModel):
@@ -85,13 +86,6 @@ def run_spec(spec: StageSpec) -> dict[str, Any]:
         "processes": int(os.environ.get("WORLD_SIZE", "1")),
         "wall_seconds": round(time.perf_counter() - started, 3),
     }
-
-
-def write_json_atomically(path: Path, payload: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -108,9 +108,8 @@ _STEP_SCORES = _LRU(200_000)
 
 
 def reference_answer(reference: str) -> tuple[np.ndarray, ...]:
-    if reference in _REFERENCE_ANSWERS:
-        _REFERENCE_ANSWERS.move_to_end(reference)
-        return _REFERENCE_ANSWERS[reference]
+    if (cached := _REFERENCE_ANSWERS.hit(reference)) is not None:
+        return cached
     try:
         result = answer(reference)
     except QuillSyntaxError as exc:
@@ -122,8 +121,8 @@ def verdict(completion: object, reference: str) -> int:
     """INVALID (0), PARSES (1) or CORRECT (2) for one completion against one reference program."""
     candidate = extract_program(completion_text(completion))
     key = (candidate, reference)
-    if key in _VERDICTS:
-        return _VERDICTS[key]
+    if (cached := _VERDICTS.hit(key)) is not None:
+        return cached
     expected = reference_answer(reference)
     if not candidate or len(candidate) > MAX_PROGRAM_CHARS:
         return _VERDICTS.put(key, INVALID)
