@@ -80,3 +80,55 @@ class CLI:
     def json(self, *args: str, **kw):
         proc = self(*args, "--json", **kw)
         return json.loads(proc.stdout)
+
+
+_AT_ONCE_CHILD = """
+import os, sys, time
+from weightsmith.cli import main
+import weightsmith.config, weightsmith.data.ingest, weightsmith.jobs.pipeline  # the verbs' imports, before the barrier
+ready, go, argv = sys.argv[1], sys.argv[2], sys.argv[3:]
+open(ready, "w").close()
+while not os.path.exists(go):
+    time.sleep(0.001)
+if argv[0] == "--python":  # a service call the CLI cannot make (the worker's, say)
+    exec(argv[1])
+    sys.exit(0)
+sys.exit(main(argv))
+"""
+
+
+def run_at_once(cwd: Path, commands: list[list[str]], timeout: float = 300) -> list[subprocess.CompletedProcess]:
+    """Run ``weightsmith`` commands in real processes released together by a barrier.
+
+    Each process imports the CLI, says it is ready and waits for one go signal, so the calls meet
+    in the database rather than in Python's start-up. A command ``["--python", CODE]`` runs CODE
+    instead of the CLI. Returns the processes in the order of ``commands``.
+    """
+    import shutil
+    import tempfile
+    import time
+
+    barrier = Path(tempfile.mkdtemp(prefix="barrier-"))
+    go = barrier / "go"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    procs = [
+        subprocess.Popen([sys.executable, "-c", _AT_ONCE_CHILD, str(barrier / f"ready-{i}"), str(go), *argv],
+                         cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        for i, argv in enumerate(commands)
+    ]
+    try:
+        deadline = time.monotonic() + timeout
+        while not all((barrier / f"ready-{i}").exists() for i in range(len(procs))):
+            dead = [p for p in procs if p.poll() is not None]
+            if dead or time.monotonic() > deadline:
+                why = dead[0].stderr.read()[-2000:] if dead else "timed out"
+                raise AssertionError(f"a process did not reach the barrier: {why}")
+            time.sleep(0.01)
+        go.touch()
+        outs = [p.communicate(timeout=timeout) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+        shutil.rmtree(barrier, ignore_errors=True)
+    return [subprocess.CompletedProcess(p.args, p.returncode, out, err) for p, (out, err) in zip(procs, outs)]

@@ -15,15 +15,39 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from weightsmith import cli_evals
-from weightsmith.errors import GateRefused, UserError
+from weightsmith import cli_evals, cli_service
+from weightsmith.errors import GateRefused, UserError, describe_unexpected
 
 
 class _Parser(argparse.ArgumentParser):
+    _intermixing = False
+
+    def parse_known_args(self, args=None, namespace=None):
+        """Options anywhere among a verb's positionals: `run p.yaml --detach sft.max_steps=8` is
+        `run p.yaml sft.max_steps=8 --detach` (plain argparse stops the overrides at the option).
+
+        A verb's own parser reads its line intermixed; a parser of sub-verbs cannot (argparse refuses
+        it there), and needs not: what follows the sub-verb is its parser's to read.
+        """
+        has_subverbs = any(a.nargs in (argparse.PARSER, argparse.REMAINDER) for a in self._get_positional_actions())
+        if self._intermixing or has_subverbs:
+            return super().parse_known_args(args, namespace)
+        self._intermixing = True  # parse_known_intermixed_args calls back into this method
+        try:
+            return self.parse_known_intermixed_args(args, namespace)
+        finally:
+            self._intermixing = False
+
     def error(self, message: str) -> None:  # argparse's own usage errors are bad input too: exit 2
         self.print_usage(sys.stderr)
         sys.stderr.write(f"error: {message}\n")
         raise SystemExit(2)
+
+
+def _positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a positive whole number")
+    return int(text)
 
 
 def _common() -> argparse.ArgumentParser:
@@ -50,13 +74,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name")
     p.add_argument("path")
     p.add_argument("--format", "-f", required=True, help="text | chat | preference | prompt")
+    p.add_argument("--max-chars", type=_positive_int, metavar="N",
+                   help="the most characters one chat/preference/prompt row may hold (default 200,000); "
+                        "text documents are never capped")
     data.add_parser("list", parents=[common], help="every dataset version")
     p = data.add_parser("show", parents=[common], help="one dataset version (NAME or NAME@vN)")
     p.add_argument("ref")
 
     p = verbs.add_parser("run", parents=[common], help="run a pipeline YAML as a DAG of jobs")
     p.add_argument("pipeline")
-    p.add_argument("overrides", nargs="*", help="key=value, e.g. stages.sft.max_steps=50 or sft.lr=1e-4")
+    p.add_argument("overrides", nargs="*", default=[], help="key=value, e.g. stages.sft.max_steps=50 or sft.lr=1e-4")
     p.add_argument("--detach", action="store_true", help="only queue the jobs; a 'weightsmith worker' runs them")
     p.add_argument("--idempotency-key", help="submitting twice with the same key returns the same jobs")
 
@@ -81,7 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", help="auto | cpu | cuda (default: the pipeline's)")
     p.add_argument("--ablation", action="store_true", help="also run the same SFT from a random init (+~5 min)")
-    p.add_argument("overrides", nargs="*", help="key=value for the pipeline, e.g. sft.max_steps=800")
+    p.add_argument("overrides", nargs="*", default=[], help="key=value for the pipeline, e.g. sft.max_steps=800")
 
     models = verbs.add_parser("models", help="model registry: list, show, promote, rollback, aliases").add_subparsers(
         dest="action", required=True, parser_class=_Parser
@@ -91,6 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("ref", help="NAME, NAME@vN, NAME@ALIAS")
     cli_evals.add_model_parsers(models, common)
     cli_evals.add_parsers(verbs, common)
+    cli_service.add_parsers(verbs, common, _Parser)
     return parser
 
 
@@ -141,19 +169,20 @@ def cmd_data(args) -> int:
 
     ws = _open(args)
     if args.action == "add":
-        doc = add_dataset(ws, args.name, args.path, args.format)
+        doc = add_dataset(ws, args.name, args.path, args.format, max_chars=args.max_chars)
         _emit(
             args,
             doc,
             lambda d: print(
-                f"{'Added' if d['created'] else 'Unchanged:'} {d['ref']}: {d['rows']} rows, ~{d['tokens']} tokens, "
+                f"{'Added' if d['created'] else 'Unchanged:'} {d['ref']}: {d['rows']} rows, "
+                f"~{d['tokens_estimate']} tokens (estimated without a tokenizer), "
                 f"{d['duplicates']} duplicates, sha256 {d['hash'][:12]}"
             ),
         )
     elif args.action == "list":
         doc = list_datasets(ws)
-        _emit(args, doc, lambda d: _table("datasets", ["ref", "format", "rows", "tokens", "dups", "hash", "created"],
-              [[r["ref"], r["format"], r["rows"], r["tokens"], r["duplicates"], r["hash"][:12], r["created_at"]] for r in d]))
+        _emit(args, doc, lambda d: _table("datasets", ["ref", "format", "rows", "tokens (est.)", "dups", "hash", "created"],
+              [[r["ref"], r["format"], r["rows"], r["tokens_estimate"], r["duplicates"], r["hash"][:12], r["created_at"]] for r in d]))
     else:
         doc = resolve_dataset(ws, args.ref)
         _emit(args, doc, lambda d: print(json.dumps(d, indent=2)))
@@ -230,10 +259,16 @@ def cmd_jobs(args) -> int:
         _emit(args, texts, lambda d: [print(f"==> {t['log']} <==\n{t['text']}") for t in d])
     elif args.action == "cancel":
         doc = queue.cancel_job(ws, args.id)
-        _emit(args, doc, lambda d: print(f"job {d['id']}: {'cancelled' if d['state'] == 'cancelled' else 'cancel requested'}"))
+        window = queue.stale_after_s(ws)
+        _emit(args, doc, lambda d: print(
+            f"job {d['id']}: {d['error']}" if d["state"] == "cancelled" else
+            f"job {d['id']}: cancel requested; its worker stops the stage within seconds (if that worker is gone, "
+            f"the job is cancelled once its heartbeat is {window:g} s old: by any worker, or by cancelling it again)"))
     elif args.action == "retry":
         doc = queue.retry_job(ws, args.id)
-        _emit(args, doc, lambda d: print(f"job {d['id']} re-queued (its checkpoints are kept; run a worker)"))
+        _emit(args, doc, lambda d: print(
+            f"job {d['id']} re-queued" + (": its worker had stopped heart-beating" if d["requeued_from"] == "running"
+                                          else "") + " (its checkpoints are kept; run a worker)"))
     return 0
 
 
@@ -262,7 +297,7 @@ def cmd_worker(args) -> int:
 
 
 def cmd_quickstart(args) -> int:
-    from weightsmith.quickstart import TABLE_KPIS, run_quickstart
+    from weightsmith.quickstart import TABLE_HEADERS, TABLE_KPIS, format_elapsed, run_quickstart
 
     people = not getattr(args, "json", False)
     doc = run_quickstart(
@@ -284,7 +319,7 @@ def cmd_quickstart(args) -> int:
             lo, hi = kpi.get("ci") or (None, None)
             return f"{kpi['value']:.1%} [{lo:.1%}, {hi:.1%}]" if lo is not None else f"{kpi['value']:.1%}"
 
-        headers = ["exec acc, in-dist", "exec acc, held-out", "parse rate"]
+        headers = [TABLE_HEADERS[k] for k in TABLE_KPIS]
         _table("Quill quickstart (95% confidence intervals)", ["stage", "model", *headers],
                [[st["stage"], st["model"], *[cell(st["kpis"].get(k)) for k in TABLE_KPIS]] for st in d["stages"]])
         def delta(entry: dict | None) -> str:
@@ -307,6 +342,7 @@ def cmd_quickstart(args) -> int:
         verdict = "passed" if d["gate"]["passed"] else "refused"
         print(f"Gate {verdict} for {d['gate']['candidate']}; champion: {d['champion'] or 'unchanged'}")
         print(f"Workspace: {d['workspace']}  (pipeline: {d['pipeline']}, suite: {d['suite']})")
+        print(f"Elapsed: {format_elapsed(d['elapsed_s'])}")
 
     _emit(args, doc, human)
     return 0
@@ -346,6 +382,7 @@ COMMANDS = {
     "quickstart": cmd_quickstart,
 }
 COMMANDS.update(cli_evals.COMMANDS)
+COMMANDS.update(cli_service.COMMANDS)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -371,7 +408,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # anything else: one line, the traceback only when asked for
         if os.environ.get("WEIGHTSMITH_DEBUG"):
             traceback.print_exc()
-        message = f"{type(exc).__name__}: {exc}"
+        message = describe_unexpected(exc)  # never SQL text, never unbounded
         if want_json:
             sys.stdout.write(json.dumps({"error": message}) + "\n")
         else:

@@ -11,7 +11,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from weightsmith.errors import GateRefused, UserError
+from weightsmith.errors import GateRefused, UserError, shorten
 
 EVAL_USAGE = (
     "weightsmith eval SUITE --model NAME@vN [--device D]\n"
@@ -86,7 +86,7 @@ def cmd_eval(args) -> int:
     if first == "history" and len(rest) == 1:
         return _eval_history(args, rest[0])
     if rest:
-        raise UserError(f"unexpected arguments {' '.join(rest)!r}; usage: {EVAL_USAGE}")
+        raise UserError(f"unexpected arguments {shorten(' '.join(rest))}; usage: {EVAL_USAGE}")
     if not args.model:
         raise UserError("'weightsmith eval SUITE' needs --model NAME@vN (the version to evaluate).")
     from weightsmith.evals.run import run_suite

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import time
+from datetime import timedelta
 
 import pytest
 
 from weightsmith.errors import UserError
 from weightsmith.jobs import queue
 from weightsmith.workspace import Workspace
-from weightsmith.workspace.models import Job
+from weightsmith.workspace.models import Job, utcnow
 
 
 def _submit(ws, stage, deps=(), key=None):
@@ -70,7 +71,7 @@ def test_cancel_queued_and_running(ws):
     assert queued["state"] == "cancelled"
     with pytest.raises(UserError, match="already cancelled"):
         queue.cancel_job(ws, b)
-    with pytest.raises(UserError, match="only failed or cancelled"):
+    with pytest.raises(UserError, match=f"^job {a} is running on worker w, which was asked to cancel it; retry it once"):
         queue.retry_job(ws, a)
     with pytest.raises(UserError, match="no job 99"):
         queue.show_job(ws, 99)
@@ -115,3 +116,76 @@ def test_two_concurrent_workers_never_claim_the_same_job(ws, ws_dir):
     claimed = results[0] + results[1]
     assert sorted(claimed) == sorted(ids)  # every job exactly once
     assert len(set(results[0]) & set(results[1])) == 0
+
+
+def _age_heartbeat(ws, job_id: int, seconds: float) -> None:
+    """As if the job's worker had last heart-beaten ``seconds`` ago (it died, or is paused)."""
+    with ws.session() as s:
+        job = s.get(Job, job_id)
+        job.heartbeat_at = utcnow() - timedelta(seconds=seconds)
+
+
+def test_a_stale_job_with_a_cancel_request_is_cancelled_not_requeued(ws):
+    a = _submit(ws, "a")
+    b = _submit(ws, "b", [a])
+    queue.claim_next(ws, "dead-worker")
+    token = _token(ws, a)
+    assert queue.cancel_job(ws, a)["state"] == "running"  # the worker looked alive: only a request
+    _age_heartbeat(ws, a, 120)
+    assert queue.reap_stale(ws, timeout_s=60) == [a]
+    states = {j["stage"]: (j["state"], j["error"]) for j in queue.list_jobs(ws)}
+    assert states["a"] == ("cancelled", "cancelled by user; its worker had stopped heart-beating, so it did not run again")
+    assert states["b"][0] == "cancelled"
+    assert queue.claim_next(ws, "w2") is None  # nothing to run: no worker starts a stage for it
+    assert queue.claim_state(ws, a, token) == "lost"  # the old worker, should it wake, writes nothing
+
+
+def test_cancel_of_a_stale_running_job_finalises_it_at_once(ws):
+    a = _submit(ws, "a")
+    queue.claim_next(ws, "dead-worker")
+    _age_heartbeat(ws, a, 120)
+    job = queue.cancel_job(ws, a)
+    assert job["state"] == "cancelled" and job["finished_at"] is not None
+    assert job["error"] == "cancelled by user; its worker had stopped heart-beating, so nothing was running"
+    assert queue.claim_next(ws, "w2") is None
+
+
+def test_retry_of_a_running_job_reaps_it_when_its_worker_is_gone_and_says_what_to_do_otherwise(ws, monkeypatch):
+    monkeypatch.setenv("WEIGHTSMITH_STALE_AFTER_S", "30")
+    a = _submit(ws, "a")
+    queue.claim_next(ws, "w1")
+    token = _token(ws, a)
+    _age_heartbeat(ws, a, 10)
+    with pytest.raises(UserError) as refused:
+        queue.retry_job(ws, a)
+    assert str(refused.value) == (
+        f"job {a} is running on worker w1 (last heartbeat 10 s ago); to run it again, stop it with "
+        f"'weightsmith jobs cancel {a}' and then retry it, or, if that worker has died, retry it once its heartbeat "
+        "is 30 s old (in 20 s)."
+    )
+    _age_heartbeat(ws, a, 31)
+    job = queue.retry_job(ws, a)
+    assert job["state"] == "queued" and job["requeued_from"] == "running" and job["error"] is None
+    assert queue.claim_state(ws, a, token) == "lost"
+    again = queue.claim_next(ws, "w2")
+    assert again["id"] == a and again["attempts"] == 2
+    queue.finish_job(ws, a, _token(ws, a), "succeeded")
+    with pytest.raises(UserError, match=f"^job {a} succeeded; nothing to retry"):
+        queue.retry_job(ws, a)
+
+
+def test_claim_state_is_the_fence(ws):
+    a = _submit(ws, "a")
+    queue.claim_next(ws, "w1")
+    token = _token(ws, a)
+    assert queue.claim_state(ws, a, token, beat=True) == "ours"
+    queue.cancel_job(ws, a)
+    assert queue.claim_state(ws, a, token) == "cancel"
+    assert queue.claim_state(ws, a, "someone-else") == "lost"
+
+
+@pytest.mark.parametrize("raw", ["soon", "0", "-5", "nan", "inf"])
+def test_a_bad_stale_window_is_one_sentence(ws, monkeypatch, raw):
+    monkeypatch.setenv("WEIGHTSMITH_STALE_AFTER_S", raw)
+    with pytest.raises(UserError, match=f"^WEIGHTSMITH_STALE_AFTER_S must be a positive number of seconds, got '{raw}'.$"):
+        queue.stale_after_s(ws)

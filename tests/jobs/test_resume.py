@@ -8,12 +8,15 @@ import os
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
 from helpers import CLI, query_db, tiny_pretrain_pipeline, wait_for
+
+from weightsmith.training.checkpoint import COMPLETE_MARKER
 
 MAX_STEPS, SAVE_STEPS = 300, 10  # the kill must land well before the end, even on a slow machine
 
@@ -22,6 +25,29 @@ def _pipeline(tmp_path, processes: int):
     # The same global batch of 4 sequences either way.
     return tiny_pretrain_pipeline(tmp_path / "resume.yaml", "resume", max_steps=MAX_STEPS, save_steps=SAVE_STEPS,
                                   processes=processes, batch_size=4 // processes)
+
+
+def _kill_stage_after_two_checkpoints(db, job: int) -> None:
+    """SIGKILL the job's stage process once it has committed two checkpoints; wait for the job to fail."""
+    kill_after = 2 * SAVE_STEPS + 3  # two checkpoints written, still well before the end
+
+    def running_pid():
+        rows = query_db(
+            db,
+            "SELECT r.pid, MAX(m.step) FROM runs r JOIN run_metrics m ON m.run_id = r.id "
+            "WHERE r.job_id = ? AND r.status = 'running' GROUP BY r.id",
+            job,
+        )
+        return rows[0][0] if rows and rows[0][1] is not None and rows[0][1] >= kill_after else None
+
+    pid = wait_for(running_pid, what="pretrain to pass the second checkpoint")
+    os.kill(pid, signal.SIGKILL)  # the stage process: with processes: 2, torchrun's launcher
+    state = wait_for(
+        lambda: (query_db(db, "SELECT state, error FROM jobs WHERE id = ?", job) or [[None]])[0]
+        if query_db(db, "SELECT state FROM jobs WHERE id = ?", job)[0][0] == "failed" else None,
+        what="the killed job to be marked failed",
+    )
+    assert "signal 9" in state[1]
 
 
 @pytest.mark.parametrize("processes", [1, 2])
@@ -49,25 +75,7 @@ def test_sigkill_mid_training_then_retry_resumes_and_matches(tmp_path, processes
         cwd=kill_dir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
     )
     try:
-        kill_after = 2 * SAVE_STEPS + 3  # two checkpoints written, still well before the end
-
-        def running_pid():
-            rows = query_db(
-                db,
-                "SELECT r.pid, MAX(m.step) FROM runs r JOIN run_metrics m ON m.run_id = r.id "
-                "WHERE r.job_id = ? AND r.status = 'running' GROUP BY r.id",
-                pretrain_job,
-            )
-            return rows[0][0] if rows and rows[0][1] is not None and rows[0][1] >= kill_after else None
-
-        pid = wait_for(running_pid, what="pretrain to pass the second checkpoint")
-        os.kill(pid, signal.SIGKILL)  # the stage process: with processes: 2, torchrun's launcher
-        state = wait_for(
-            lambda: (query_db(db, "SELECT state, error FROM jobs WHERE id = ?", pretrain_job) or [[None]])[0]
-            if query_db(db, "SELECT state FROM jobs WHERE id = ?", pretrain_job)[0][0] == "failed" else None,
-            what="the killed job to be marked failed",
-        )
-        assert "signal 9" in state[1]
+        _kill_stage_after_two_checkpoints(db, pretrain_job)
         assert worker.poll() is None, "the worker must survive its stage being killed"
 
         cli("jobs", "retry", str(pretrain_job))
@@ -94,3 +102,75 @@ def test_sigkill_mid_training_then_retry_resumes_and_matches(tmp_path, processes
     assert ref_weights.keys() == new_weights.keys()
     for name in ref_weights:
         assert torch.allclose(ref_weights[name], new_weights[name], atol=1e-5), name
+
+
+def _committed_steps(checkpoints: Path) -> list[int]:
+    return sorted(int(p.name.split("-")[1]) for p in checkpoints.glob("checkpoint-*") if (p / COMPLETE_MARKER).is_file())
+
+
+def test_retry_passes_over_a_damaged_newest_checkpoint_and_says_so(tmp_path):
+    """The newest checkpoint's weights truncated after its commit: the retry resumes from the one before,
+    with one log line naming it and why, and the LR schedule goes on from there (no warm-up restart);
+    with no usable checkpoint left, the retried job fails with one sentence."""
+    cli = CLI(tmp_path)
+    cli("init")
+    pipeline = tiny_pretrain_pipeline(tmp_path / "damaged.yaml", "damaged", max_steps=MAX_STEPS,
+                                      save_steps=SAVE_STEPS, keep_checkpoints=2)
+    job = cli.json("run", str(pipeline), "--detach")["jobs"][1]["id"]
+    db = tmp_path / ".weightsmith" / "weightsmith.db"
+    checkpoints = tmp_path / ".weightsmith" / "jobs" / str(job) / "work" / "checkpoints"
+    worker = subprocess.Popen([sys.executable, "-m", "weightsmith", "worker", "--poll", "0.2"], cwd=tmp_path,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _kill_stage_after_two_checkpoints(db, job)
+        previous, newest = _committed_steps(checkpoints)[-2:]
+        weights = checkpoints / f"checkpoint-{newest}" / "model.safetensors"
+        size = weights.stat().st_size
+        with weights.open("r+b") as handle:
+            handle.truncate(100)
+
+        cli("jobs", "retry", str(job))
+        wait_for(lambda: query_db(db, "SELECT state FROM jobs WHERE id = ?", job)[0][0] == "succeeded",
+                 what="the retried job to succeed")
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        worker.wait(timeout=60)
+
+    killed_run, resumed_run = cli.json("jobs", "show", str(job))["runs"]
+    assert resumed_run["result"]["resumed_from_step"] == previous
+    log = Path(resumed_run["log"]).read_text()
+    said = [line for line in log.splitlines() if f"resuming from checkpoint-{previous}" in line]
+    assert len(said) == 1, log[-3000:]
+    assert f"checkpoint-{newest} is unreadable (model.safetensors is 100 bytes, expected {size})" in said[0]
+    lrs = {(m["run"], m["step"]): m["value"] for m in cli.json("jobs", "metrics", str(job)) if m["name"] == "lr"}
+    first_step = min(step for run, step in lrs if run == resumed_run["id"])
+    assert first_step == previous + 1
+    # The step after the checkpoint runs at the LR the killed run had there: the schedule went on.
+    assert lrs[(resumed_run["id"], first_step)] == pytest.approx(lrs[(killed_run["id"], first_step)], rel=1e-9)
+
+
+def test_retry_with_no_usable_checkpoint_fails_the_job_with_one_sentence(tmp_path):
+    cli = CLI(tmp_path)
+    cli("init")
+    pipeline = tiny_pretrain_pipeline(tmp_path / "broken.yaml", "broken", max_steps=MAX_STEPS,
+                                      save_steps=SAVE_STEPS, keep_checkpoints=2)
+    job = cli.json("run", str(pipeline), "--detach")["jobs"][1]["id"]
+    db = tmp_path / ".weightsmith" / "weightsmith.db"
+    checkpoints = tmp_path / ".weightsmith" / "jobs" / str(job) / "work" / "checkpoints"
+    worker = subprocess.Popen([sys.executable, "-m", "weightsmith", "worker", "--poll", "0.2"], cwd=tmp_path,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _kill_stage_after_two_checkpoints(db, job)
+        for step in _committed_steps(checkpoints):
+            (checkpoints / f"checkpoint-{step}" / "scheduler.pt").unlink()
+        cli("jobs", "retry", str(job))
+        wait_for(lambda: query_db(db, "SELECT state FROM jobs WHERE id = ? AND attempts = 2", job) == [("failed",)],
+                 what="the retried job to fail")
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        worker.wait(timeout=60)
+    error = cli.json("jobs", "show", str(job))["error"]
+    assert error.startswith(f"error: no usable checkpoint to resume from in {checkpoints}: checkpoint-")
+    assert error.endswith("is incomplete (scheduler.pt missing); delete that folder and retry the job to train "
+                          "again from step 0.")
+    assert "\n" not in error

@@ -51,7 +51,7 @@ def test_data_add_versions_by_content_hash(cli, tmp_path):
     assert second["version"] == 2 and second["rows"] == 19
     listed = cli.json("data", "list")
     assert [(d["name"], d["version"]) for d in listed] == [("tasks", 1), ("tasks", 2)]
-    assert {"name", "version", "format", "rows", "hash", "tokens", "path"} <= set(listed[0])
+    assert {"name", "version", "format", "rows", "hash", "tokens_estimate", "path"} <= set(listed[0])
     assert cli.json("data", "show", "tasks@v1")["hash"] == first["hash"]
     assert cli.json("data", "show", "tasks")["version"] == 2
 

@@ -10,14 +10,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import select
+
 from weightsmith.config import DATASET_OUTPUT, STAGE_DATA_FORMAT, PipelineSpec, StageSpec
 from weightsmith.data.formats import validate
 from weightsmith.data.ingest import InvalidData, resolve_dataset, store_validated
-from weightsmith.errors import UserError
+from weightsmith.errors import UserError, shorten
 from weightsmith.evals.stages import resolve_suite_path
-from weightsmith.jobs.queue import submit_job
+from weightsmith.jobs.queue import insert_job, job_dict
 from weightsmith.workspace import Workspace
-from weightsmith.workspace.models import Pipeline
+from weightsmith.workspace.models import Job, Pipeline
+from weightsmith.workspace.aliases import check_alias_name
 from weightsmith.workspace.registry import resolve_model
 
 
@@ -31,8 +34,8 @@ def submit_pipeline(
     for name, ds in spec.datasets.items():
         path = (base / ds.path) if not Path(ds.path).is_absolute() else Path(ds.path)
         if not path.exists():
-            raise UserError(f"datasets.{name}.path: '{path}' does not exist.")
-        result = validate(path, ds.format)
+            raise UserError(f"datasets.{name}.path: {shorten(str(path), 300)} does not exist.")
+        result = validate(path, ds.format, max_chars=ds.max_chars)
         if not result.ok():
             raise InvalidData(result.errors, path)
         validated[name] = (path, result)
@@ -43,22 +46,12 @@ def submit_pipeline(
     for stage in spec.stages:
         plans.append(_plan_stage(ws, spec, stage, stage_names, validated))
 
-    # 3. Write: dataset versions, the pipeline row, the jobs in dependency order.
+    # 3. Write: dataset versions, then the pipeline row and its jobs in dependency order, as one
+    # transaction: a pipeline is never half-queued, and concurrent submissions under one
+    # idempotency key serialize, so the second finds the first's jobs and returns them.
     added = {name: store_validated(ws, name, path, result) for name, (path, result) in validated.items()}
-    with ws.session() as s:
-        row = Pipeline(
-            project_id=ws.project_id,
-            name=spec.name,
-            model_name=spec.model,
-            spec=spec.model_dump(mode="json"),
-            source=source,
-        )
-        s.add(row)
-        s.flush()
-        pipeline_id = row.id
-    job_ids: dict[str, int] = {}
-    jobs = []
-    for stage, plan in _topological(spec.stages, plans):
+    ordered = _topological(spec.stages, plans)
+    for stage, plan in ordered:
         data_ref = plan.pop("data_ref")
         if data_ref is not None and "stage" in data_ref:  # resolved when the producing stage has run
             plan["data"] = data_ref
@@ -66,19 +59,43 @@ def submit_pipeline(
             if data_ref["name"] in added:  # pin the version this submission just added
                 data_ref = added[data_ref["name"]]
             plan["data"] = {k: data_ref[k] for k in ("id", "ref", "path", "format")}
-        deps = [job_ids[name] for name in stage.upstream(stage_names)]
-        key = f"{idempotency_key}:{stage.name}" if idempotency_key else None
-        job, _created = submit_job(
-            ws,
-            kind=stage.kind,
-            stage=stage.name,
-            payload=plan,
-            depends_on=deps,
-            pipeline_id=pipeline_id,
-            idempotency_key=key,
+    project_id = ws.project_id
+
+    def queue_dag(s) -> tuple[int, list[dict[str, Any]]]:
+        keys = {stage.name: f"{idempotency_key}:{stage.name}" for stage, _ in ordered} if idempotency_key else {}
+        if keys:
+            earlier = s.scalar(select(Job).where(Job.idempotency_key.in_(list(keys.values()))).limit(1))
+            if earlier is not None:  # submitted before under this key: the same pipeline and jobs
+                same = s.scalars(select(Job).where(Job.pipeline_id == earlier.pipeline_id).order_by(Job.id))
+                return earlier.pipeline_id, [job_dict(s, job) for job in same]
+        row = Pipeline(
+            project_id=project_id,
+            name=spec.name,
+            model_name=spec.model,
+            spec=spec.model_dump(mode="json"),
+            source=source,
         )
-        job_ids[stage.name] = job["id"]
-        jobs.append(job)
+        s.add(row)
+        s.flush()
+        job_ids: dict[str, int] = {}
+        jobs = []
+        for stage, plan in ordered:
+            deps = [job_ids[name] for name in stage.upstream(stage_names)]
+            job, _created = insert_job(
+                s,
+                project_id,
+                kind=stage.kind,
+                stage=stage.name,
+                payload=plan,
+                depends_on=deps,
+                pipeline_id=row.id,
+                idempotency_key=keys.get(stage.name),
+            )
+            job_ids[stage.name] = job["id"]
+            jobs.append(job)
+        return row.id, jobs
+
+    pipeline_id, jobs = ws.transact(queue_dag)
     return {"pipeline": pipeline_id, "name": spec.name, "model": spec.model, "jobs": jobs, "datasets": list(added.values())}
 
 
@@ -93,13 +110,20 @@ def _plan_stage(ws: Workspace, spec: PipelineSpec, stage: StageSpec, stage_names
         "model": None,
         "tokenizer": None,
     }
-    if stage.kind == "gate":
+    if stage.kind in ("eval", "gate"):
         try:
             plan["suite_path"] = resolve_suite_path(stage.config["suite"], spec.base_dir)
         except UserError as exc:
             raise UserError(f"{key}.suite: {exc}") from exc
+    if stage.kind == "promote":  # the alias it will move, refused now rather than after the gate ran
+        try:
+            check_alias_name(stage.config["alias"])
+        except UserError as exc:
+            raise UserError(f"{key}.alias: {exc}") from exc
     if stage.data is not None:
         plan["data_ref"] = _data_ref(ws, spec, stage, key, stage_names, validated)
+    if stage.kind in ("grpo", "pairs") and plan["data_ref"] is not None:
+        _check_rewards(stage, plan["data_ref"], validated, key)
     for field in ("model", "tokenizer"):
         ref = getattr(stage, field)
         if ref is None:
@@ -124,7 +148,10 @@ def _data_ref(ws: Workspace, spec: PipelineSpec, stage: StageSpec, key: str, sta
         producer = next(s for s in spec.stages if s.name == stage.data)
         fmt = DATASET_OUTPUT.get(producer.kind)
         if fmt is None:
-            raise UserError(f"{key}.data: stage '{stage.data}' ({producer.kind}) produces no dataset.")
+            raise UserError(
+                f"{key}.data: stage '{stage.data}' ({producer.kind}) produces no dataset; if you mean the dataset "
+                f"'{stage.data}', the name is used twice: rename the stage."
+            )
         data_ref = {"stage": stage.data, "format": fmt}
     elif data_name in validated and "@" not in stage.data:
         fmt = validated[data_name][1].format
@@ -134,9 +161,33 @@ def _data_ref(ws: Workspace, spec: PipelineSpec, stage: StageSpec, key: str, sta
         fmt = data_ref["format"]
     if fmt != want:
         raise UserError(
-            f"{key}.data: dataset '{stage.data}' is {fmt} data, but a {stage.kind} stage trains on {want} data."
+            f"{key}.data: dataset {shorten(stage.data)} is {fmt} data, but a {stage.kind} stage trains on {want} data."
         )
     return data_ref
+
+
+def _check_rewards(stage: StageSpec, data_ref: dict, validated, key: str) -> None:
+    """A grpo/pairs stage's rewards against the reward contract on its rows, now rather than after the
+    stages before it have trained (the stage checks again, as it checks everything it is given)."""
+    import json
+
+    from weightsmith.synth.pairs import check_reward
+    from weightsmith.training.grpo import resolve_rewards
+
+    if data_ref.get("name") in validated and "ref" not in data_ref:  # a file this pipeline brings
+        path, result = validated[data_ref["name"]]
+        rows, shown = result.rows, str(path)
+    else:  # a workspace version
+        text = Path(data_ref["path"]).read_text(encoding="utf-8")
+        rows, shown = [json.loads(line) for line in text.splitlines() if line.strip()], data_ref["ref"]
+    names = stage.config["reward"]
+    try:
+        if stage.kind == "grpo":
+            resolve_rewards([names] if isinstance(names, str) else names, rows, shown)
+        else:
+            check_reward(stage.config["reward"], rows[: stage.config.get("max_prompts")], shown)
+    except UserError as exc:
+        raise UserError(f"{key}.reward: {exc}") from exc
 
 
 def _relative(ref: str, base_dir: str) -> str:

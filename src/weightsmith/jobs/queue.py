@@ -4,21 +4,80 @@ States: queued → running → succeeded | failed | cancelled. A claim is a comp
 (``UPDATE … WHERE id=? AND state='queued'``), so two workers never run one job, on SQLite or
 PostgreSQL alike. A job waits until every job it depends on has succeeded; when one of them
 fails or is cancelled, its dependants are cancelled with the reason.
+
+Each claim carries a fresh token: the attempt's fence. A worker heart-beats while it has a job; one
+silent for longer than :func:`stale_after_s` is presumed dead (crashed, killed, paused), and its job
+is re-queued (or, when someone asked to cancel it, cancelled) by the next worker's reaper, by
+``jobs retry`` or by ``jobs cancel``. That clears the token, so the old worker, should it wake,
+finds its claim lost (:func:`claim_state`) and writes nothing more for the job.
 """
 
 from __future__ import annotations
 
+import math
+import os
 import uuid
 from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import select, update
 
-from weightsmith.errors import UserError
+from weightsmith.errors import Conflict, NotFound, UserError
 from weightsmith.workspace import Workspace
 from weightsmith.workspace.models import Job, JobDependency, Run, RunMetric, utcnow
 
 TERMINAL = ("succeeded", "failed", "cancelled")
+DEFAULT_STALE_AFTER_S = 60.0
+
+
+def stale_after_s(ws: Workspace) -> float:
+    """Seconds without a heartbeat after which a running job's worker is presumed dead.
+
+    ``WEIGHTSMITH_STALE_AFTER_S`` when set, else ``stale_after_s`` in ``.weightsmith/workspace.json``,
+    else 60. Workers (reaping), ``jobs cancel`` and ``jobs retry`` all read it, so they agree on when
+    a worker is gone. A worker heart-beats several times within the window.
+    """
+    env = os.environ.get("WEIGHTSMITH_STALE_AFTER_S")
+    if env:
+        source, raw = "WEIGHTSMITH_STALE_AFTER_S", env
+    else:
+        source, raw = "stale_after_s in .weightsmith/workspace.json", ws.settings.get("stale_after_s")
+    if raw is None:
+        return DEFAULT_STALE_AFTER_S
+    try:
+        value = float(raw)
+    except (TypeError, ValueError):
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise UserError(f"{source} must be a positive number of seconds, got {str(raw)[:40]!r}.")
+    return value
+
+
+def _heartbeat_age_s(job: Job) -> float:
+    return (utcnow() - job.heartbeat_at).total_seconds() if job.heartbeat_at else math.inf
+
+
+def _cancel_stale(s, job: Job, error: str) -> None:
+    """Finalise a running job whose worker is gone as cancelled: nothing of it runs any more."""
+    job.state = "cancelled"
+    job.error = error
+    job.finished_at = utcnow()
+    job.claim_token = None
+    for run in s.scalars(select(Run).where(Run.job_id == job.id, Run.status == "running")):
+        run.status = "cancelled"
+        run.finished_at = utcnow()
+    _cancel_dependants(s, job, f"upstream stage '{job.stage}' (job {job.id}) cancelled")
+
+
+def _requeue_stale(s, job: Job) -> None:
+    """Put a running job whose worker is gone back in the queue; its claim (token) dies with it."""
+    job.state = "queued"
+    job.claim_token = None
+    job.worker = None
+    job.error = f"worker stopped heart-beating; re-queued at {utcnow().isoformat(timespec='seconds')}Z"
+    for run in s.scalars(select(Run).where(Run.job_id == job.id, Run.status == "running")):
+        run.status = "failed"
+        run.finished_at = utcnow()
 
 
 def submit_job(
@@ -33,27 +92,46 @@ def submit_job(
 ) -> tuple[dict[str, Any], bool]:
     """Queue a job; with an ``idempotency_key`` already used, return that job instead.
 
+    Race-safe: concurrent submissions with one key queue one job and all return it.
     Returns (job, created).
     """
-    with ws.session() as s:
-        if idempotency_key:
-            existing = s.scalar(select(Job).where(Job.idempotency_key == idempotency_key))
-            if existing is not None:
-                return job_dict(s, existing), False
-        job = Job(
-            project_id=ws.project_id,
-            pipeline_id=pipeline_id,
-            stage=stage,
-            kind=kind,
-            payload=payload,
-            idempotency_key=idempotency_key,
-        )
-        s.add(job)
-        s.flush()
-        for dep in depends_on:
-            s.add(JobDependency(job_id=job.id, depends_on=dep))
-        s.flush()
-        return job_dict(s, job), True
+    project_id = ws.project_id
+    return ws.transact(lambda s: insert_job(
+        s, project_id, kind=kind, stage=stage, payload=payload, depends_on=depends_on,
+        pipeline_id=pipeline_id, idempotency_key=idempotency_key,
+    ))
+
+
+def insert_job(
+    s,
+    project_id: int,
+    *,
+    kind: str,
+    stage: str,
+    payload: dict[str, Any],
+    depends_on: list[int] = (),
+    pipeline_id: int | None = None,
+    idempotency_key: str | None = None,
+) -> tuple[dict[str, Any], bool]:
+    """:func:`submit_job` inside the caller's write transaction (``Workspace.transact``); (job, created)."""
+    if idempotency_key:
+        existing = s.scalar(select(Job).where(Job.idempotency_key == idempotency_key))
+        if existing is not None:
+            return job_dict(s, existing), False
+    job = Job(
+        project_id=project_id,
+        pipeline_id=pipeline_id,
+        stage=stage,
+        kind=kind,
+        payload=payload,
+        idempotency_key=idempotency_key,
+    )
+    s.add(job)
+    s.flush()
+    for dep in depends_on:
+        s.add(JobDependency(job_id=job.id, depends_on=dep))
+    s.flush()
+    return job_dict(s, job), True
 
 
 def _deps(s, job_id: int) -> list[Job]:
@@ -78,9 +156,13 @@ def _cancel_dependants(s, job: Job, reason: str) -> None:
 
 
 def claim_next(ws: Workspace, worker: str, *, pipeline_id: int | None = None) -> dict[str, Any] | None:
-    """Atomically take the oldest queued job whose dependencies have all succeeded."""
+    """Atomically take the oldest queued job whose dependencies have all succeeded (never one with a cancel request)."""
     with ws.session() as s:
-        query = select(Job).where(Job.state == "queued", Job.project_id == ws.project_id).order_by(Job.id)
+        query = (
+            select(Job)
+            .where(Job.state == "queued", Job.project_id == ws.project_id, Job.cancel_requested.is_(False))
+            .order_by(Job.id)
+        )
         if pipeline_id is not None:
             query = query.where(Job.pipeline_id == pipeline_id)
         candidates = [
@@ -92,7 +174,7 @@ def claim_next(ws: Workspace, worker: str, *, pipeline_id: int | None = None) ->
         with ws.session() as s:
             claimed = s.execute(
                 update(Job)
-                .where(Job.id == job_id, Job.state == "queued")
+                .where(Job.id == job_id, Job.state == "queued", Job.cancel_requested.is_(False))
                 .values(
                     state="running",
                     worker=worker,
@@ -107,12 +189,25 @@ def claim_next(ws: Workspace, worker: str, *, pipeline_id: int | None = None) ->
     return None
 
 
-def heartbeat(ws: Workspace, job_id: int, token: str) -> bool:
-    """Mark the job alive; return True when someone asked to cancel it."""
+def claim_state(ws: Workspace, job_id: int, token: str, *, beat: bool = False) -> str:
+    """Where a worker's claim on a job stands: the fence every attempt checks before it acts.
+
+    Returns "ours", "cancel" (ours, and someone asked to cancel it) or "lost" (the job was re-queued,
+    re-claimed or finalised by someone else after this worker was presumed dead: the attempt must stop
+    and write nothing more). With ``beat``, also marks the job alive while the claim is ours.
+    """
     with ws.session() as s:
-        s.execute(update(Job).where(Job.id == job_id, Job.claim_token == token).values(heartbeat_at=utcnow()))
+        if beat:
+            s.execute(update(Job).where(Job.id == job_id, Job.claim_token == token).values(heartbeat_at=utcnow()))
         job = s.get(Job, job_id)
-        return bool(job.cancel_requested) or job.claim_token != token
+        if job is None or job.claim_token != token or job.state != "running":
+            return "lost"
+        return "cancel" if job.cancel_requested else "ours"
+
+
+def heartbeat(ws: Workspace, job_id: int, token: str) -> bool:
+    """Mark the job alive; return True when its worker must stop it: a cancel was asked, or the claim was lost."""
+    return claim_state(ws, job_id, token, beat=True) != "ours"
 
 
 def finish_job(ws: Workspace, job_id: int, token: str, state: str, error: str | None = None) -> None:
@@ -130,32 +225,43 @@ def finish_job(ws: Workspace, job_id: int, token: str, state: str, error: str | 
 
 
 def reap_stale(ws: Workspace, timeout_s: float) -> list[int]:
-    """Re-queue running jobs whose worker stopped heart-beating (it crashed or was killed)."""
+    """Re-queue running jobs whose worker stopped heart-beating (it crashed, was killed or is paused).
+
+    A stale job someone asked to cancel is finalised as cancelled instead: it never runs again.
+    Returns the ids of the jobs reaped.
+    """
     cutoff = utcnow() - timedelta(seconds=timeout_s)
-    with ws.session() as s:
-        stale = s.scalars(select(Job).where(Job.state == "running", Job.heartbeat_at < cutoff)).all()
+    stale_now = select(Job).where(Job.state == "running", Job.heartbeat_at < cutoff)
+    with ws.session() as s:  # a read first: most calls find nothing and need no write lock
+        if s.scalar(stale_now.limit(1)) is None:
+            return []
+    with ws.write() as s:  # again under the write lock: a heartbeat may have landed in between
+        stale = s.scalars(stale_now).all()
         for job in stale:
-            job.state = "queued"
-            job.claim_token = None
-            job.worker = None
-            job.error = f"worker stopped heart-beating; re-queued at {utcnow().isoformat(timespec='seconds')}Z"
-            for run in s.scalars(select(Run).where(Run.job_id == job.id, Run.status == "running")):
-                run.status = "failed"
-                run.finished_at = utcnow()
+            if job.cancel_requested:
+                _cancel_stale(s, job, "cancelled by user; its worker had stopped heart-beating, so it did not run again")
+            else:
+                _requeue_stale(s, job)
         return [job.id for job in stale]
 
 
-def _get(s, job_id: int) -> Job:
+def _get(s, job_id: int, project_id: int) -> Job:
+    """The job, if it is the project's; another project's job is as absent as one that never was."""
     job = s.get(Job, job_id)
-    if job is None:
-        raise UserError(f"no job {job_id}; 'weightsmith jobs list' shows them.")
+    if job is None or job.project_id != project_id:
+        raise NotFound(f"no job {job_id}; 'weightsmith jobs list' shows them.")
     return job
 
 
 def cancel_job(ws: Workspace, job_id: int) -> dict[str, Any]:
-    """Cancel a queued job at once; ask the worker to stop a running one."""
-    with ws.session() as s:
-        job = _get(s, job_id)
+    """Cancel a queued job at once; ask the worker to stop a running one.
+
+    A running job whose worker stopped heart-beating (see :func:`stale_after_s`) is cancelled at once:
+    no worker is there to ask, and none will run it again.
+    """
+    window = stale_after_s(ws)
+    with ws.write() as s:
+        job = _get(s, job_id, ws.project_id)
         if job.state in TERMINAL:
             raise UserError(f"job {job_id} already {job.state}; nothing to cancel.")
         if job.state == "queued":
@@ -163,6 +269,8 @@ def cancel_job(ws: Workspace, job_id: int) -> dict[str, Any]:
             job.error = "cancelled by user"
             job.finished_at = utcnow()
             _cancel_dependants(s, job, f"upstream stage '{job.stage}' (job {job.id}) cancelled")
+        elif _heartbeat_age_s(job) > window:
+            _cancel_stale(s, job, "cancelled by user; its worker had stopped heart-beating, so nothing was running")
         else:
             job.cancel_requested = True
         return job_dict(s, job)
@@ -171,12 +279,33 @@ def cancel_job(ws: Workspace, job_id: int) -> dict[str, Any]:
 def retry_job(ws: Workspace, job_id: int) -> dict[str, Any]:
     """Re-queue a failed or cancelled job, and the dependants it took down with it.
 
-    Its work folder (checkpoints) is kept, so a training stage resumes where it stopped.
+    A job still ``running`` whose worker stopped heart-beating (older than :func:`stale_after_s`) is
+    re-queued the way a worker's reaper would; one whose worker is alive is refused with what to do.
+    Its work folder (checkpoints) is kept, so a training stage resumes where it stopped. Returns the
+    job with ``requeued_from``: the state it was in.
     """
-    with ws.session() as s:
-        job = _get(s, job_id)
-        if job.state not in ("failed", "cancelled"):
-            raise UserError(f"job {job_id} is {job.state}; only failed or cancelled jobs can be retried.")
+    window = stale_after_s(ws)
+    with ws.write() as s:
+        job = _get(s, job_id, ws.project_id)
+        previous = job.state
+        if job.state == "running":
+            age = _heartbeat_age_s(job)
+            if age <= window and job.cancel_requested:
+                raise Conflict(
+                    f"job {job_id} is running on worker {job.worker}, which was asked to cancel it; retry it once it "
+                    f"is cancelled ('weightsmith jobs show {job_id}')."
+                )
+            if age <= window:
+                raise Conflict(
+                    f"job {job_id} is running on worker {job.worker} (last heartbeat {age:.0f} s ago); to run it "
+                    f"again, stop it with 'weightsmith jobs cancel {job_id}' and then retry it, or, if that worker "
+                    f"has died, retry it once its heartbeat is {window:g} s old (in {max(1, math.ceil(window - age))} s)."
+                )
+            _requeue_stale(s, job)
+        elif job.state == "queued":
+            raise Conflict(f"job {job_id} is queued already; a worker runs it when its dependencies have succeeded.")
+        elif job.state == "succeeded":
+            raise Conflict(f"job {job_id} succeeded; nothing to retry (run the pipeline again to train anew).")
 
         def requeue(node: Job) -> None:
             node.state = "queued"
@@ -188,7 +317,7 @@ def retry_job(ws: Workspace, job_id: int) -> dict[str, Any]:
                     requeue(child)
 
         requeue(job)
-        return job_dict(s, job)
+        return {**job_dict(s, job), "requeued_from": previous}
 
 
 def job_dict(s, job: Job, *, detail: bool = False) -> dict[str, Any]:
@@ -252,13 +381,13 @@ def list_jobs(ws: Workspace, *, state: str | None = None, pipeline_id: int | Non
 
 def show_job(ws: Workspace, job_id: int) -> dict[str, Any]:
     with ws.session() as s:
-        return job_dict(s, _get(s, job_id), detail=True)
+        return job_dict(s, _get(s, job_id, ws.project_id), detail=True)
 
 
 def job_metrics(ws: Workspace, job_id: int) -> list[dict[str, Any]]:
     """Every metric row of the job's runs, as {"run", "step", "name", "value"}."""
     with ws.session() as s:
-        _get(s, job_id)
+        _get(s, job_id, ws.project_id)
         rows = s.execute(
             select(RunMetric.run_id, RunMetric.step, RunMetric.name, RunMetric.value)
             .join(Run, Run.id == RunMetric.run_id)
@@ -270,5 +399,5 @@ def job_metrics(ws: Workspace, job_id: int) -> list[dict[str, Any]]:
 
 def job_log_paths(ws: Workspace, job_id: int) -> list[str]:
     with ws.session() as s:
-        _get(s, job_id)
+        _get(s, job_id, ws.project_id)
         return [r.log_path for r in s.scalars(select(Run).where(Run.job_id == job_id).order_by(Run.id))]

@@ -5,6 +5,15 @@ crash, an out-of-memory kill or a SIGKILL takes down the stage and never the wor
 worker tails the stage's metrics file into the database while it runs, stops it when the job
 is cancelled, and on success registers its output (a model version with lineage, or a
 tokenizer artifact).
+
+Two attempts of one job never run at once. A worker presumed dead (no heartbeat within the
+window, :func:`weightsmith.jobs.queue.stale_after_s`; e.g. paused) loses its claim when another
+worker reaps the job; from then on it stops its stage and writes nothing for the job (the
+claim token is the fence, checked before a stage starts and before an output is registered).
+The stage itself holds the job's work folder lock (:mod:`weightsmith.proc`) for its life, so
+a new attempt's stage cannot train in that folder while the stale one lives: the new attempt's
+worker stops a stale stage on its own machine first, and a stale stage elsewhere makes the new
+one wait, then fail with a sentence naming it.
 """
 
 from __future__ import annotations
@@ -15,6 +24,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -23,10 +33,12 @@ from typing import Any, TextIO
 from sqlalchemy import select
 
 from weightsmith.config import DATASET_OUTPUT, REGISTRY_KINDS
-from weightsmith.data.formats import validate
+from weightsmith.data.formats import NO_LIMIT, validate
 from weightsmith.data.ingest import store_validated
-from weightsmith.jobs.queue import claim_next, finish_job, heartbeat, reap_stale
-from weightsmith.proc import die_with_parent
+from weightsmith.errors import describe_unexpected
+from weightsmith.jobs.queue import claim_next, claim_state, finish_job, reap_stale
+from weightsmith.jobs.queue import stale_after_s as default_stale_after_s
+from weightsmith.proc import die_with_parent, stop_work_lock_holder
 from weightsmith.workspace import Workspace
 from weightsmith.workspace.models import Job, Run, RunMetric, utcnow
 from weightsmith.workspace.registry import register_version
@@ -52,7 +64,9 @@ class Worker:
     Args:
         ws: the workspace.
         poll_s: how often to look for work and to check a running stage.
-        stale_after_s: a running job whose heartbeat is older than this is re-queued.
+        stale_after_s: a running job whose heartbeat is older than this is re-queued (or, with a cancel
+            request, cancelled); default :func:`weightsmith.jobs.queue.stale_after_s`. The worker
+            heart-beats four times within it.
         echo: a stream to copy each stage's log to as it is written (people watching), or None.
     """
 
@@ -62,14 +76,14 @@ class Worker:
         *,
         name: str | None = None,
         poll_s: float = 0.5,
-        stale_after_s: float = 60.0,
+        stale_after_s: float | None = None,
         echo: TextIO | None = None,
         on_event: Callable[[str, dict[str, Any]], None] | None = None,
     ):
         self.ws = ws
         self.name = name or f"{socket.gethostname()}:{os.getpid()}"
         self.poll_s = poll_s
-        self.stale_after_s = stale_after_s
+        self.stale_after_s = default_stale_after_s(ws) if stale_after_s is None else stale_after_s
         self.echo = echo
         self.on_event = on_event or (lambda _event, _job: None)
         self._stop = False
@@ -101,13 +115,25 @@ class Worker:
 
     # ------------------------------------------------------------------------------
     def execute(self, job: dict[str, Any]) -> str:
-        """Run one claimed job to a terminal state; return that state."""
+        """Run one claimed job to a terminal state; return that state, or "superseded" when the job was
+        taken from this worker (presumed dead) while it ran, and so left to the worker that has it now."""
+        with self.ws.session() as s:
+            token = s.get(Job, job["id"]).claim_token
+        beat = _Heartbeat(self.ws, job["id"], token, interval_s=min(1.0, self.stale_after_s / 4))
+        try:
+            return self._execute(job, token, beat)
+        finally:
+            beat.stop()
+
+    def _execute(self, job: dict[str, Any], token: str, beat: _Heartbeat) -> str:
         job_id = job["id"]
         with self.ws.session() as s:
             row = s.get(Job, job_id)
-            token = row.claim_token
             payload = {**row.payload, "pipeline_id": row.pipeline_id, "stage": row.stage}
         self.on_event("started", job)
+        # A cancel asked for between the claim and now: nothing starts.
+        if (claim := beat.check()) != "ours":
+            return self._stop_before_starting(job, token, claim)
         job_dir = self.ws.job_dir(job_id)
         try:
             inputs = self._resolve_inputs(payload)
@@ -152,14 +178,16 @@ class Worker:
         spec_path = run_dir / "spec.json"
         spec_path.write_text(json.dumps(spec, indent=2))
 
-        state, error, exit_code = self._supervise(job_id, run_id, token, spec, spec_path)
+        state, error, exit_code = self._supervise(job_id, run_id, beat, spec, spec_path)
         result = _read_json(Path(spec["result_path"]))
+        if state == "superseded" or beat.check() == "lost":  # the fence: nothing more is written for the job
+            return self._superseded(job, run_id, exit_code, result, Path(spec_path.parent / "stage.log"))
         output_path = None
         if state == "succeeded":
             try:
                 output_path, result = self._register_output(payload, inputs, run_id, Path(spec["output_dir"]), result)
             except Exception as exc:  # a broken artifact must fail the job, not the worker
-                state, error = "failed", f"could not register the stage's output: {exc}"
+                state, error = "failed", f"could not register the stage's output: {describe_unexpected(exc)}"
         with self.ws.session() as s:
             run = s.get(Run, run_id)
             run.status = state
@@ -172,7 +200,7 @@ class Worker:
         return state
 
     def _execute_in_process(self, job: dict, token: str, payload: dict, inputs: dict) -> str:
-        """Gate and promote: registry work and an evaluation, recorded on a run like any stage."""
+        """Eval, gate and promote: registry work and an evaluation, recorded on a run like any stage."""
         from weightsmith.errors import UserError
         from weightsmith.evals.stages import GateRefusedError, run_in_worker
 
@@ -187,8 +215,9 @@ class Worker:
             result = run_in_worker(self.ws, payload["kind"], payload, inputs)
         except (GateRefusedError, UserError) as exc:
             state, error = "failed", str(exc)
+            result = getattr(exc, "result", None) or {}  # a refusing gate's verdict is kept on its run
         except Exception as exc:  # the job fails, the worker goes on
-            state, error = "failed", f"{type(exc).__name__}: {exc}"
+            state, error = "failed", describe_unexpected(exc)  # never SQL text in a job's error
         with self.ws.session() as s:
             run = s.get(Run, run_id)
             run.status, run.result, run.finished_at = state, result, utcnow()
@@ -196,7 +225,25 @@ class Worker:
         self.on_event(state, {**job, "error": error, "result": result})
         return state
 
-    def _supervise(self, job_id: int, run_id: int, token: str, spec: dict, spec_path: Path):
+    def _stop_before_starting(self, job: dict, token: str, claim: str) -> str:
+        if claim == "lost":
+            self.on_event("superseded", {**job, "error": _SUPERSEDED})
+            return "superseded"
+        finish_job(self.ws, job["id"], token, "cancelled", "cancelled by user")
+        self.on_event("cancelled", {**job, "error": "cancelled by user"})
+        return "cancelled"
+
+    def _superseded(self, job: dict, run_id: int, exit_code: int | None, result: dict, log_path: Path) -> str:
+        """The job was taken from this worker while its stage ran: record the run as failed, register nothing."""
+        with open(log_path, "a", encoding="utf-8") as log:
+            log.write(f"{_SUPERSEDED}\n")
+        with self.ws.session() as s:
+            run = s.get(Run, run_id)
+            run.status, run.exit_code, run.result, run.finished_at = "failed", exit_code, result, utcnow()
+        self.on_event("superseded", {**job, "error": _SUPERSEDED})
+        return "superseded"
+
+    def _supervise(self, job_id: int, run_id: int, beat: _Heartbeat, spec: dict, spec_path: Path):
         module = STAGE_MODULES[spec["kind"]]
         log_path = Path(spec_path.parent / "stage.log")
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -207,7 +254,13 @@ class Worker:
             # it is terminated, and exits the way a single-process stage would; rank 0 writes the files.
             command = [sys.executable, "-m", "weightsmith.training.launch", str(processes), str(spec_path)]
             env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // processes)))
+        # A stage of an earlier attempt may still live (its worker was presumed dead, e.g. paused): it is
+        # stopped before this one starts, so two stages never train in the job's work folder at once.
+        stopped = stop_work_lock_holder(Path(spec["work_dir"]))
         with open(log_path, "ab") as log:
+            if stopped:
+                log.write(f"{stopped}\n".encode())
+                log.flush()
             proc = subprocess.Popen(
                 command,
                 stdout=log,
@@ -220,21 +273,20 @@ class Worker:
             s.get(Run, run_id).pid = proc.pid
         tail = _MetricsTail(Path(spec["metrics_path"]))
         echo = _LogEcho(log_path, self.echo)
-        cancelled = False
-        last_beat = 0.0
+        stopped_for = None  # "cancel" or "lost", once the heartbeat says the stage must stop
         while proc.poll() is None:
             time.sleep(min(self.poll_s, 0.5))
             self._store_metrics(run_id, tail.read_new())
             echo.pump()
-            if time.monotonic() - last_beat >= 1.0:
-                last_beat = time.monotonic()
-                if heartbeat(self.ws, job_id, token) and not cancelled:
-                    cancelled = True
-                    _terminate(proc)
+            if beat.state != "ours" and stopped_for is None:
+                stopped_for = beat.state
+                _terminate(proc)
         self._store_metrics(run_id, tail.read_new())
         echo.pump()
         code = proc.returncode
-        if cancelled:
+        if stopped_for == "lost":
+            return "superseded", _SUPERSEDED, code
+        if stopped_for == "cancel":
             return "cancelled", "cancelled by user", code
         if code == 0:
             return "succeeded", None, code
@@ -328,7 +380,7 @@ class Worker:
     def _register_dataset(self, payload, output_dir: Path, result: dict):
         """Version a generated dataset like any user dataset: validated, content-hashed, with provenance."""
         fmt = DATASET_OUTPUT[payload["kind"]]
-        validated = validate(output_dir / "data.jsonl", fmt)
+        validated = validate(output_dir / "data.jsonl", fmt, max_chars=NO_LIMIT)  # rows made from accepted rows
         if not validated.ok():
             raise StageInputError(f"generated data is invalid: {validated.errors[0]}")
         if not validated.rows:
@@ -336,6 +388,46 @@ class Worker:
         provenance = {"pipeline": payload.get("pipeline_id"), "stage": payload.get("stage"), **result.get("provenance", {})}
         dataset = store_validated(self.ws, payload["stage"], output_dir / "data.jsonl", validated, provenance)
         return dataset["path"], {**result, "dataset": dataset}
+
+
+_SUPERSEDED = (
+    "this attempt was superseded: its worker stopped heart-beating for longer than the stale window, so the "
+    "job was taken from it (re-queued, re-claimed or cancelled); its stage was stopped and its output is not registered"
+)
+
+
+class _Heartbeat:
+    """Marks a claimed job alive from a thread while the worker has it, and keeps the claim's last state.
+
+    A thread, so the job stays alive through everything the worker does for it (resolving inputs,
+    a stage process, an in-process gate, registering a large output), not only while it polls a stage.
+    ``state`` is "ours", "cancel" or "lost" (:func:`weightsmith.jobs.queue.claim_state`).
+    """
+
+    def __init__(self, ws: Workspace, job_id: int, token: str, interval_s: float) -> None:
+        self.ws, self.job_id, self.token, self.interval_s = ws, job_id, token, interval_s
+        self.state = "ours"
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name=f"heartbeat-job-{job_id}", daemon=True)
+        self._thread.start()
+
+    def _beat(self) -> None:
+        while not self._stopped.wait(self.interval_s):
+            try:
+                self.state = claim_state(self.ws, self.job_id, self.token, beat=True)
+            except Exception:  # noqa: BLE001 - a busy or briefly unreachable database: the next beat retries
+                continue
+            if self.state == "lost":
+                return
+
+    def check(self) -> str:
+        """The claim's state now, read from the database (the fence before the worker acts)."""
+        self.state = claim_state(self.ws, self.job_id, self.token)
+        return self.state
+
+    def stop(self) -> None:
+        self._stopped.set()
+        self._thread.join(timeout=30)
 
 
 def _terminate(proc: subprocess.Popen, grace_s: float = 10.0) -> None:

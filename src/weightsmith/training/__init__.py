@@ -16,7 +16,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from weightsmith.errors import UserError, closest
+from weightsmith.errors import UserError, closest, shorten
 
 # Stage kind -> the module holding its ``Config`` and ``run``, in pipeline order. Besides the training
 # recipes, stages that produce a dataset follow the same contract and run through the same runner.
@@ -85,7 +85,7 @@ def describe_validation_error(kind: str, config_class: type[BaseModel], exc: Val
     message = str(error["msg"]).removeprefix("Value error, ")
     if not error["loc"]:  # a check across several settings
         return f"{kind} config: {message}."
-    return f"{kind} config: '{key}': {message} (got {error.get('input')!r})."
+    return f"{kind} config: '{key}': {message} (got {shorten(error.get('input'))})."
 
 
 def _model_at(config_class: type[BaseModel], path: tuple) -> type[BaseModel]:

@@ -208,6 +208,13 @@ def is_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
+def log_line(line: str) -> None:
+    """Write one line to the stage log (stderr), from rank 0 only: the ranks of a launch share the log."""
+    if is_main_process():
+        sys.stderr.write(f"{line}\n")  # one write, so a line is never split by another process's output
+        sys.stderr.flush()
+
+
 def _process_group():
     """``torch.distributed`` when a process group is up (under torchrun), else None."""
     if "torch" not in sys.modules:  # never imported (the tokenizer stage): no process group either
@@ -308,21 +315,31 @@ def trainer_arguments(cfg: TrainStageConfig, ctx: StageContext, count_tokens: st
 
 
 def train_with_resume(trainer: Trainer, cfg: TrainStageConfig, ctx: StageContext) -> dict[str, Any]:
-    """Train, resuming from the latest complete checkpoint in ``ctx.checkpoints_dir``; report the run.
+    """Train, resuming from the newest whole checkpoint in ``ctx.checkpoints_dir``; report the run.
 
     The recipe builds its trainer; this function attaches the metrics and checkpoint callbacks,
     picks the checkpoint to resume from, runs the loop and returns the common result fields.
+    A checkpoint that is torn or damaged is passed over for the one before it, with one line on
+    stderr (the job log) naming it and why (:func:`weightsmith.training.checkpoint.plan_resume`).
+
+    Raises:
+        NoUsableCheckpoint: checkpoints were committed but none is whole (a UserError: the stage
+            exits 2 with that sentence, and trains nothing).
     """
     from weightsmith.training.callbacks import CheckpointCommitCallback, MetricsCallback
-    from weightsmith.training.checkpoint import latest_complete_checkpoint, remove_incomplete_checkpoints
+    from weightsmith.training.checkpoint import latest_complete_checkpoint, plan_resume
 
     trainer.add_callback(MetricsCallback(ctx.metrics_path))
     trainer.add_callback(CheckpointCommitCallback(keep=cfg.keep_checkpoints))
 
-    if is_main_process():  # the other ranks only read complete checkpoints
-        remove_incomplete_checkpoints(ctx.checkpoints_dir)
+    if is_main_process():
+        plan = plan_resume(ctx.checkpoints_dir)
+        if (note := plan.message()) is not None:
+            log_line(note)
         write_trainer_args(trainer, ctx.result_path.with_name(TRAINER_ARGS_FILE))
-    resume = latest_complete_checkpoint(ctx.checkpoints_dir)
+    # The other ranks take the newest marked checkpoint once rank 0 has deleted the unusable ones.
+    wait_for_all_ranks()
+    resume = plan.checkpoint if is_main_process() else latest_complete_checkpoint(ctx.checkpoints_dir)
     if resume is not None and resume.step >= trainer.args.max_steps:
         # The run had finished training and died saving the model. Trainer.train() would take one more
         # step before it checks max_steps (transformers 5.24), so we only restore weights and state,

@@ -9,9 +9,11 @@ death by the same signal when a rank was killed, 1 when a rank crashed (its trac
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sys
+from pathlib import Path
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -20,6 +22,18 @@ def main(argv: list[str] | None = None) -> int:
         print("usage: python -m weightsmith.training.launch PROCESSES SPEC.json", file=sys.stderr)
         return 2
     processes, spec = int(argv[0]), argv[1]
+    # The launcher holds the work folder for every rank: it outlives them, and the worker signals its group.
+    from weightsmith.errors import UserError
+    from weightsmith.proc import hold_work_lock, work_lock_wait_s
+
+    try:
+        work_dir = json.loads(Path(spec).read_text(encoding="utf-8"))["work_dir"]
+        hold_work_lock(Path(work_dir), work_lock_wait_s())  # its descriptor stays open until we exit
+    except (OSError, ValueError, KeyError, TypeError):
+        pass  # a spec the ranks cannot read either: they report it, as error: ... (exit 2)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        return UserError.exit_code
     from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import get_args_parser, run

@@ -6,10 +6,12 @@ The job system runs every stage this way, as a subprocess. The spec::
      "work_dir": "...", "output_dir": "...", "seed": 0, "metrics_path": "...", "result_path": "..."}
 
 Under torchrun (``processes`` > 1) every rank runs the stage and rank 0 writes the output, the
-metrics and the result. Exit codes: 0 with ``result_path`` written; 2 on a user mistake (one
-sentence on stderr, nothing in ``output_dir``); 1 on anything else (traceback on stderr, then a
-``stage failed: …`` line). A rerun with the same spec resumes
-from the latest complete checkpoint in ``work_dir/checkpoints``.
+metrics and the result. The stage holds ``work_dir``'s lock (:func:`weightsmith.proc.hold_work_lock`)
+for its life, so a second stage of the same job waits for it (and fails with a sentence if it waits
+too long) instead of writing the same checkpoints. Exit codes: 0 with ``result_path`` written; 2 on
+a user mistake (one sentence on stderr, nothing in ``output_dir``); 1 on anything else (traceback on
+stderr, then a ``stage failed: …`` line). A rerun with the same spec resumes from the newest
+whole checkpoint in ``work_dir/checkpoints`` (:func:`weightsmith.training.checkpoint.plan_resume`).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from weightsmith.errors import UserError
-from weightsmith.proc import die_with_parent
+from weightsmith.proc import die_with_parent, hold_work_lock, work_lock_wait_s
 from weightsmith.training import STAGE_KINDS, recipe_module, validate_stage_config
 from weightsmith.training.common import (
     StageContext, StageInputs, is_main_process, leave_process_group, write_json_atomically)
@@ -107,6 +109,8 @@ def main(argv: list[str] | None = None) -> int:
             return 1
     try:
         spec = load_spec(Path(argv[0]))
+        if "LOCAL_RANK" not in os.environ:  # under torchrun the launcher holds it for every rank
+            hold_work_lock(spec.work_dir, work_lock_wait_s())  # its descriptor stays open until we exit
         result = run_spec(spec)
         if is_main_process():
             write_json_atomically(spec.result_path, result)

@@ -18,7 +18,8 @@ from typing import Any
 
 from sqlalchemy import select
 
-from weightsmith.errors import UserError, closest
+from weightsmith.errors import NotFound, UserError, closest, shorten
+from weightsmith.names import check_name
 from weightsmith.workspace import Workspace
 from weightsmith.workspace.models import AliasMove, Gate, Model, ModelAlias, ModelVersion, utcnow
 
@@ -32,9 +33,11 @@ def is_version_tag(tag: str) -> bool:
 
 
 def check_alias_name(alias: str) -> None:
+    """The shared name rule (:mod:`weightsmith.names`), and: it starts with a letter and is no version tag."""
+    check_name(alias, "alias")
     if is_version_tag(alias) or not _ALIAS_NAME.fullmatch(alias):
         raise UserError(
-            f"'{alias}' cannot be an alias: start with a letter, use letters, digits, '_', '-' or '.', "
+            f"{shorten(alias)} cannot be an alias: start with a letter, use letters, digits, '_', '-' or '.', "
             "and not vN or 'latest' (those name versions)."
         )
 
@@ -79,7 +82,7 @@ def _model(s, ws: Workspace, name: str) -> Model:
     model = s.scalar(select(Model).where(Model.project_id == ws.project_id, Model.name == name))
     if model is None:
         known = s.scalars(select(Model.name).where(Model.project_id == ws.project_id)).all()
-        raise UserError(f"no model named '{name}'{closest(name, known)}; 'weightsmith models list' shows them.")
+        raise NotFound(f"no model named {shorten(name)}{closest(name, known)}; 'weightsmith models list' shows them.")
     return model
 
 
@@ -130,7 +133,8 @@ def promote(
     if force and not (reason and reason.strip()):
         raise UserError("a forced promotion needs --reason '...': it is recorded with who forced it and why.")
     actor = actor or default_actor()
-    with ws.session() as s:
+
+    def move_alias(s) -> dict[str, Any]:  # one write transaction: concurrent promotions serialize
         mv = find_version(s, ws, ref)
         row = alias_row(s, mv.model, alias)
         previous = s.get(ModelVersion, row.model_version_id) if row is not None else None
@@ -161,6 +165,8 @@ def promote(
         s.flush()
         return {**out, "moved": True, "forced": move.forced, "gate": move.gate_id, "actor": actor, "reason": reason, "move": move.id}
 
+    return ws.transact(move_alias)
+
 
 def rollback(
     ws: Workspace, model_name: str, alias: str, *, reason: str | None = None, actor: str | None = None
@@ -171,13 +177,14 @@ def rollback(
         ``{"model", "alias", "version" (the holder now), "previous" (the one rolled back), "actor", "reason", "move"}``.
     """
     actor = actor or default_actor()
-    with ws.session() as s:
+
+    def move_back(s) -> dict[str, Any]:  # one write transaction: two rollbacks undo two promotions
         model = _model(s, ws, model_name)
         row = alias_row(s, model, alias)
         if row is None:
             known = alias_names(s, model)
-            raise UserError(
-                f"model '{model_name}' has no alias '{alias}'{closest(alias, known)}"
+            raise NotFound(
+                f"model {shorten(model_name)} has no alias {shorten(alias)}{closest(alias, known)}"
                 f"{'; it has: ' + ', '.join(known) if known else ''}."
             )
         moves = s.scalars(select(AliasMove).where(AliasMove.alias_id == row.id).order_by(AliasMove.id)).all()
@@ -206,6 +213,8 @@ def rollback(
             "model": model_name, "alias": alias, "version": _ref(before), "previous": _ref(current),
             "actor": actor, "reason": reason, "move": move.id,
         }
+
+    return ws.transact(move_back)
 
 
 def list_aliases(ws: Workspace, model_name: str) -> dict[str, Any]:

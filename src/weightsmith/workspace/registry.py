@@ -8,7 +8,8 @@ from typing import Any
 
 from sqlalchemy import select
 
-from weightsmith.errors import UserError, closest
+from weightsmith.errors import NotFound, UserError, clip, closest, shorten
+from weightsmith.names import check_name
 from weightsmith.workspace import Workspace
 from weightsmith.workspace.models import (
     DatasetVersion,
@@ -45,12 +46,19 @@ def register_version(
     move: bool = False,
     meta: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Store ``src_dir`` in the artifact store and record it as the next version of ``name``."""
+    """Store ``src_dir`` in the artifact store and record it as the next version of ``name``.
+
+    Race-safe: concurrent registrations of one model get consecutive versions, never a database
+    error. Raises UserError when ``name`` breaks the name rule (:mod:`weightsmith.names`).
+    """
+    check_name(name, "model")
     digest, stored = ws.store.put_tree(Path(src_dir), move=move)
-    with ws.session() as s:
-        model = s.scalar(select(Model).where(Model.project_id == ws.project_id, Model.name == name))
+    project_id = ws.project_id
+
+    def add_version(s) -> dict[str, Any]:
+        model = s.scalar(select(Model).where(Model.project_id == project_id, Model.name == name))
         if model is None:
-            model = Model(project_id=ws.project_id, name=name)
+            model = Model(project_id=project_id, name=name)
             s.add(model)
             s.flush()
         mv = ModelVersion(
@@ -70,6 +78,8 @@ def register_version(
             s.add(ModelVersionData(model_version_id=mv.id, dataset_version_id=dv_id))
         s.flush()
         return version_dict(s, mv)
+
+    return ws.transact(add_version)
 
 
 def _trained_on(s, model_version_id: int) -> list[str]:
@@ -133,7 +143,7 @@ def _find_version(s, ws: Workspace, ref: str) -> ModelVersion:
     model = s.scalar(select(Model).where(Model.project_id == ws.project_id, Model.name == name))
     if model is None or not model.versions:
         known = s.scalars(select(Model.name).where(Model.project_id == ws.project_id)).all()
-        raise UserError(f"no model named '{name}'{closest(name, known)}; 'weightsmith models list' shows them.")
+        raise NotFound(f"no model named {shorten(name)}{closest(name, known)}; 'weightsmith models list' shows them.")
     if not ver or ver == "latest":
         return model.versions[-1]
     text = ver[1:] if ver.startswith("v") else ver
@@ -145,14 +155,14 @@ def _find_version(s, ws: Workspace, ref: str) -> ModelVersion:
         if target is not None:
             return target
         known = alias_names(s, model)
-        raise UserError(
-            f"model '{name}' has no alias '{ver}'{closest(ver, known)}"
+        raise NotFound(
+            f"model {shorten(name)} has no alias {shorten(ver)}{closest(ver, known)}"
             f"{' (aliases: ' + ', '.join(known) + ')' if known else ''}; name a version as {name}@vN (e.g. {name}@v1)."
         )
     for mv in model.versions:
         if mv.version == int(text):
             return mv
-    raise UserError(f"model '{name}' has no version v{text}; it has v1..v{model.versions[-1].version}.")
+    raise NotFound(f"model {shorten(name)} has no version v{clip(text)}; it has v1..v{model.versions[-1].version}.")
 
 
 def find_version(s, ws: Workspace, ref: str) -> ModelVersion:
@@ -179,10 +189,10 @@ def resolve_model(ws: Workspace, ref: str) -> dict[str, Any]:
     path = Path(ref).expanduser()
     if "@" not in ref and (path.is_dir() or "/" in ref or ref.startswith(".")):
         if not path.is_dir():
-            raise UserError(f"model path '{ref}' does not exist.")
+            raise UserError(f"model path {shorten(ref, 300)} does not exist.")
         if not is_model_dir(path):
             raise UserError(
-                f"'{ref}' is not a model directory (it needs a config.json with a model_type and "
+                f"{shorten(ref, 300)} is not a model directory (it needs a config.json with a model_type and "
                 "*.safetensors weights, as save_pretrained writes)."
             )
         return {"path": str(path.resolve()), "id": None, "ref": str(path.resolve())}

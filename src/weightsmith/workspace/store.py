@@ -72,6 +72,12 @@ class ArtifactStore:
             shutil.move(str(src), staging)
         else:
             shutil.copytree(src, staging)
-        os.replace(staging, dest)
+        try:
+            os.replace(staging, dest)
+        except OSError:
+            if not dest.is_dir():
+                raise
+            # A concurrent caller stored the same tree first (a directory cannot be replaced
+            # over a full one): theirs is the same content, so ours is dropped.
         shutil.rmtree(staging.parent, ignore_errors=True)
         return digest, dest
