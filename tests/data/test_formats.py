@@ -227,15 +227,8 @@ def test_single_text_document_is_one_row(tmp_path: Path) -> None:
 def test_text_folder_problems_are_named_by_file(tmp_path: Path) -> None:
     (tmp_path / "good.txt").write_text("Some text.\n")
     (tmp_path / "empty.md").write_text("  \n")
-    (tmp_path / "long.txt").write_text("x" * 50)
-    result = validate(tmp_path, "text", max_chars=20)
-    assert sorted(result.errors) == sorted(
-        [
-            f"{tmp_path}/empty.md: the file is empty; add text or remove it",
-            f"{tmp_path}/long.txt: the file is over the length limit: 50 characters, max_chars is 20; "
-            "split it into smaller files or raise max_chars",
-        ]
-    )
+    result = validate(tmp_path, "text")
+    assert result.errors == [f"{tmp_path}/empty.md: the file is empty; add text or remove it"]
     assert result.rows == [{"text": "Some text.\n"}]
 
 

@@ -197,3 +197,20 @@ def test_endpoint_forms():
     assert chat_completions_url(expected) == expected
     with pytest.raises(UserError, match="not an http:// or https:// URL"):
         chat_completions_url("localhost:8000")
+
+
+def test_an_empty_completion_scores_zero_without_asking_a_lenient_judge(judge_server):
+    # A judge shown an empty response may grade the rubric itself; this one passes everything.
+    judge_server.reply_for = lambda response: '{"score": 1}'
+    completions = ["", "   \n", [{"role": "assistant", "content": ""}], "Paris"]
+    scores = llm_judge(completions, rubric="Names Paris.", endpoint=judge_server.url, model="j")
+    assert scores == [0.0, 0.0, 0.0, 1.0]
+    assert len(judge_server.requests) == 1  # only the non-empty response was sent
+    assert llm_judge(["", " "], rubric="r", endpoint=judge_server.url, model="j") == [0.0, 0.0]
+
+
+@pytest.mark.parametrize("rubric", ["", "   ", ["Names Paris.", ""]])
+def test_an_empty_rubric_is_a_user_error(judge_server, rubric):
+    with pytest.raises(UserError, match="llm_judge: the rubric is empty"):
+        llm_judge(["Paris", "Lyon"], rubric=rubric, endpoint=judge_server.url, model="j")
+    assert judge_server.requests == []

@@ -157,7 +157,8 @@ def test_dataset_of_the_wrong_format_or_columns_exits_2_and_records_nothing(ws, 
 
     no_column = write(tmp_path / "col.yaml", "name: s\nkpis:\n  re: {data: prompts, metric: regex_match}\n")
     doc = json.loads(cli("eval", str(no_column), "--model", "m@v1", "--json", check=False).stdout)
-    assert "metric 'regex_match' needs a column 'pattern', which row 1 of prompts@v1 lacks" in doc["error"]
+    assert ("metric 'regex_match' (weightsmith.evals.metrics.regex_match) needs a column 'pattern', "
+            "which row 1 of prompts@v1 lacks") in doc["error"]
     assert "columns:" in doc["error"]
 
     unknown = write(tmp_path / "unknown.yaml", "name: s\nkpis:\n  acc: {data: promts, metric: exact_match}\n")

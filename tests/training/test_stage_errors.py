@@ -63,7 +63,7 @@ def test_a_reward_whose_column_is_missing(tmp_path: Path, tiny_model_dir: Path):
         {"reward": "exact_match"},
         {"data_path": prompts, "data_format": "prompt", "model_path": tiny_model_dir},
     )
-    assert_user_error(run, "reward 'exact_match' needs the column(s) answer")
+    assert_user_error(run, "reward 'exact_match' (weightsmith.rewards.builtin.exact_match) needs the column(s) answer")
 
 
 def test_a_non_empty_output_dir_is_left_alone(tmp_path: Path, data_dir: Path, tokenizer_dir: Path):

@@ -114,6 +114,33 @@ def run_stage(base: Path, kind: str, config: dict, inputs: dict, env: dict | Non
     return StageRun(run_runner(spec_path, env=env), base)
 
 
+def refusal(base: Path, capsys, kind: str, config: dict, inputs: dict) -> str:
+    """Run a stage through the runner's entry point, as the job system does (in this process: a refusal
+    should cost no model load, and a test no interpreter start); check it exits 2 having written nothing,
+    and return its one line on stderr."""
+    from weightsmith.training.runner import main
+
+    spec = write_spec(base, kind, config, inputs)
+    capsys.readouterr()
+    assert main([str(spec)]) == 2
+    message = capsys.readouterr().err.strip()
+    assert "\n" not in message and message.startswith("error: "), message
+    assert not (base / "out").exists() and not (base / "result.json").exists()
+    return message.removeprefix("error: ")
+
+
+def run_in_process(base: Path, capsys, kind: str, config: dict, inputs: dict) -> tuple[dict, str]:
+    """Run a stage through the runner's entry point in this process; return its result.json and stage log."""
+    from weightsmith.training.runner import main
+
+    spec = write_spec(base, kind, config, inputs)
+    capsys.readouterr()
+    code = main([str(spec)])
+    log = capsys.readouterr().err
+    assert code == 0, log[-3000:]
+    return json.loads((base / "result.json").read_text()), log
+
+
 def assert_ok(run: StageRun) -> None:
     assert run.proc.returncode == 0, f"runner exited {run.proc.returncode}:\n{run.proc.stderr[-4000:]}"
 

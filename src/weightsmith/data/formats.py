@@ -13,7 +13,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
+import re
+import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +27,13 @@ from weightsmith.errors import UserError, closest
 FORMATS = ("text", "chat", "preference", "prompt")
 
 MAX_LISTED_ERRORS = 1000
+# The most characters one chat, preference or prompt row may hold unless the user says otherwise
+# (`data add --max-chars N`, `datasets.NAME.max_chars`). Text documents have no limit: training
+# splits them into blocks, and an organization's manuals are exactly what pre-training should read.
+DEFAULT_MAX_CHARS = 200_000
+# For rows no person can split: a stage's output, generated from rows already accepted.
+NO_LIMIT = sys.maxsize
+MAX_CHARS_SETTING = "`weightsmith data add --max-chars N` (in a pipeline: datasets.NAME.max_chars: N)"
 TEXT_SUFFIXES = (".txt", ".md")
 JSONL_SUFFIXES = (".jsonl", ".json")
 
@@ -95,14 +105,33 @@ def _canonical_line(row: dict) -> bytes:
 
 
 def approx_tokens(rows: Iterable[dict], fmt: str) -> int:
-    """A cheap token estimate for the dataset summary: the characters that get tokenized, / 4.
+    """An estimate of the tokens in the columns that get tokenized, for the dataset summary.
 
-    Roughly right for English with a BPE tokenizer; it needs no tokenizer, which may not
-    exist yet when a dataset is ingested.
+    No tokenizer is used: none may exist yet when a dataset is added. Latin-script characters
+    (U+0000-U+024F) count a quarter token each (about right for English with a BPE tokenizer);
+    every other character counts one token. Characters / 4 for everything understated other
+    scripts four- to twelvefold: a byte-level BPE tokenizer that was not trained on a script
+    spends one token per UTF-8 byte of it (measured: 1.8 per Cyrillic, 2.4 per Korean, 3 per
+    Japanese character), and large tokenizers trained on Chinese or Japanese commonly spend about
+    one per character. For those scripts the estimate is the low end of that range.
     """
     columns = _TOKENIZED_COLUMNS[_check_format(fmt)]
-    chars = sum(_string_chars(row.get(column)) for row in rows for column in columns)
-    return (chars + 3) // 4
+    tokens = sum(_string_tokens(row.get(column)) for row in rows for column in columns)
+    return math.ceil(tokens)
+
+
+_NON_LATIN = re.compile(r"[^\x00-\u024f]")
+
+
+def _string_tokens(value: object) -> float:
+    if isinstance(value, str):
+        others = 0 if value.isascii() else len(_NON_LATIN.findall(value))
+        return (len(value) - others) / 4 + others
+    if isinstance(value, list):
+        return sum(_string_tokens(v) for v in value)
+    if isinstance(value, dict):
+        return sum(_string_tokens(v) for v in value.values())
+    return 0
 
 
 def _string_chars(value: object) -> int:
@@ -136,7 +165,7 @@ class _Collector:
     across rows, because the dataset is stored as typed columns (Arrow) downstream.
     """
 
-    def __init__(self, fmt: str, max_chars: int) -> None:
+    def __init__(self, fmt: str, max_chars: int | None) -> None:
         self.result = Validated(format=fmt)
         self.max_chars = max_chars
         self.unlisted = 0
@@ -151,12 +180,11 @@ class _Collector:
 
     def add_row(self, where: str, row: dict, *, what: str = "row") -> None:
         """Check a normalized row's size, encoding and column types, then keep it."""
-        chars = _string_chars(row)
-        if chars > self.max_chars:
+        if self.max_chars is not None and (chars := _string_chars(row)) > self.max_chars:
             self.error(
                 where,
                 f"the {what} is over the length limit: {chars:,} characters, max_chars is "
-                f"{self.max_chars:,}; split it into smaller {what}s or raise max_chars",
+                f"{self.max_chars:,}; split it into smaller {what}s or raise the limit with {MAX_CHARS_SETTING}",
             )
             return
         try:
@@ -230,7 +258,7 @@ def _column_kind(value: object) -> str | None:
 # ---------------------------------------------------------------------------- reading
 
 
-def validate(path: str | Path, fmt: str, *, max_chars: int = 200_000) -> Validated:
+def validate(path: str | Path, fmt: str, *, max_chars: int | None = None) -> Validated:
     """Check a dataset file or folder and return its normalized rows and every problem.
 
     Args:
@@ -238,18 +266,29 @@ def validate(path: str | Path, fmt: str, *, max_chars: int = 200_000) -> Validat
             file of ``{"text": ...}``. Other formats: a JSONL file, or a folder of .jsonl
             files read in sorted order.
         fmt: one of :data:`FORMATS`.
-        max_chars: the most characters one row (one text file) may hold, counting all its
-            strings together (message contents, role names, reward columns).
+        max_chars: the most characters one chat, preference or prompt row may hold, counting
+            all its strings together (message contents, role names, reward columns); None:
+            :data:`DEFAULT_MAX_CHARS`. Text documents are never capped.
 
     Raises:
-        UserError: the path does not exist or cannot be read, or ``fmt`` is unknown.
+        UserError: the path does not exist or cannot be read, ``fmt`` is unknown, or
+            ``max_chars`` is given for text data or is not a positive number.
     """
     fmt = _check_format(fmt)
+    if max_chars is not None and fmt == "text":
+        raise UserError(
+            "max_chars (--max-chars) limits chat, preference and prompt rows; text documents are never capped "
+            "(training splits them into blocks), so leave it out for text data."
+        )
+    if max_chars is not None and (isinstance(max_chars, bool) or not isinstance(max_chars, int) or max_chars < 1):
+        raise UserError(f"max_chars must be a positive whole number of characters, got {max_chars!r}.")
+    if fmt != "text" and max_chars is None:
+        max_chars = DEFAULT_MAX_CHARS
     root = Path(path)
     shown = str(path)
     if not root.exists():
         raise UserError(f"{shown}: no such file or folder; check the path.")
-    collector = _Collector(fmt, max_chars)
+    collector = _Collector(fmt, max_chars)  # None for text: no limit
     if root.is_dir():
         files = _list_folder(root, shown, fmt, collector)
     else:

@@ -9,9 +9,10 @@ written the way a person would point at them: ``'messages[1].content'``.
 from __future__ import annotations
 
 import difflib
+import json
 from collections.abc import Callable, Sequence
 
-from weightsmith.errors import closest
+from weightsmith.errors import closest, shorten
 
 ROLES = ("system", "user", "assistant", "tool")
 
@@ -109,10 +110,10 @@ def check_keys(
         explained.update(difflib.get_close_matches(key, missing, n=1, cutoff=0.5))
         hint = closest(key, missing) or closest(key, known)
         if hint:
-            problems.append(f"unknown key '{_at(where, key)}'{hint}")
+            problems.append(f"unknown key {shorten(_at(where, key))}{hint}")
         else:
             allowed = ", ".join(f"'{k}'" for k in known)
-            problems.append(f"unknown key '{_at(where, key)}'; allowed keys here: {allowed} (remove or rename it)")
+            problems.append(f"unknown key {shorten(_at(where, key))}; allowed keys here: {allowed} (remove or rename it)")
     for key in missing:
         if key not in explained:
             problems.append(f"missing key '{_at(where, key)}'" + (f"; {shape}" if shape else ""))
@@ -171,7 +172,7 @@ def _check_message(value: object, where: str, problems: Problems, allow_weight: 
         hint = closest(role, ROLES)
         if not hint and role.lower() in _ROLE_SYNONYMS:
             hint = f" (did you mean '{_ROLE_SYNONYMS[role.lower()]}'?)"
-        problems.append(f"'{where}.role' is '{role}', not a known role{hint}; use one of {', '.join(ROLES)}")
+        problems.append(f"'{where}.role' is {shorten(role)}, not a known role{hint}; use one of {', '.join(ROLES)}")
     else:
         for key, roles in _ROLES_FOR_KEY.items():
             if key in value and role not in roles:
@@ -184,10 +185,9 @@ def _check_message(value: object, where: str, problems: Problems, allow_weight: 
         content = ""
     elif "content" in value:
         if isinstance(content, list):
-            problems.append(
-                f"'{where}.content' must be a string, got list "
-                "(content parts are not supported; join the text into one string)"
-            )
+            content = _join_text_parts(content, f"{where}.content", problems)
+        if content is None:
+            pass  # the parts' problems are reported
         elif not isinstance(content, str):
             problems.append(f"'{where}.content' must be a string, got {json_kind(content)}")
         elif not content.strip() and not calls_tools:
@@ -200,11 +200,42 @@ def _check_message(value: object, where: str, problems: Problems, allow_weight: 
     if "weight" in value:
         weight = value["weight"]
         if type(weight) is not int or weight not in (0, 1):
-            problems.append(f"'{where}.weight' must be 0 or 1, got {weight!r}")
+            problems.append(f"'{where}.weight' must be 0 or 1, got {shorten(weight)}")
         message["weight"] = weight
     if "tool_calls" in value and role == "assistant":
         message["tool_calls"] = _check_tool_calls(value["tool_calls"], f"{where}.tool_calls", problems)
     return message
+
+
+def _join_text_parts(parts: list, where: str, problems: Problems) -> str | None:
+    """OpenAI's content-part list as one string: the text parts joined as they are, as chat templates
+    render them; any other part (image, audio, file) is a problem, since the models we train read text."""
+    before = len(problems)
+    texts = []
+    for i, part in enumerate(parts):
+        at = f"{where}[{i}]"
+        if not isinstance(part, dict):
+            problems.append(
+                f"'{at}' must be a content part like {{\"type\": \"text\", \"text\": \"...\"}}, got {json_kind(part)}"
+            )
+            continue
+        if "type" not in part:
+            problems.append(f"'{at}' has no 'type'; a text part looks like {{\"type\": \"text\", \"text\": \"...\"}}")
+            continue
+        if (kind := part["type"]) != "text":
+            problems.append(
+                f"'{at}' is a part of type {shorten(kind)}; only text parts can be trained on (the models are "
+                "text-only), so remove it or write what it holds as text"
+            )
+            continue
+        if "text" not in check_keys(part, at, ("type", "text"), (), problems):
+            if isinstance(part["text"], str):
+                texts.append(part["text"])
+            else:
+                problems.append(f"'{at}.text' must be a string, got {json_kind(part['text'])}")
+    if not parts:
+        problems.append(f"'{where}' is an empty list of content parts; give the message text or remove it")
+    return "".join(texts) if len(problems) == before else None
 
 
 def _check_tool_calls(value: object, where: str, problems: Problems) -> list | None:
@@ -219,7 +250,7 @@ def _check_tool_calls(value: object, where: str, problems: Problems) -> list | N
             continue
         missing = check_keys(call, at, ("function",), ("id", "type"), problems)
         if "type" in call and call["type"] != "function":
-            problems.append(f"'{at}.type' must be 'function', got {call['type']!r}")
+            problems.append(f"'{at}.type' must be 'function', got {shorten(call['type'])}")
         if "id" in call:
             check_text(call["id"], f"{at}.id", problems)
         if "function" in missing:
@@ -236,7 +267,20 @@ def _check_tool_calls(value: object, where: str, problems: Problems) -> list | N
                 f"'{at}.function.arguments' must be a JSON string or an object, "
                 f"got {json_kind(function['arguments'])}"
             )
+        elif isinstance(function.get("arguments"), str) and not _is_json_object(function["arguments"]):
+            # The model learns to write the call as it is rendered; a server then parses it back as JSON.
+            problems.append(
+                f"'{at}.function.arguments' is not a JSON object: {shorten(function['arguments'])} "
+                '(write it like "{\\"gate\\": \\"east\\"}")'
+            )
     return value
+
+
+def _is_json_object(text: str) -> bool:
+    try:
+        return isinstance(json.loads(text), dict)
+    except ValueError:
+        return False
 
 
 def check_tools(value: object, where: str, problems: Problems) -> list | None:
@@ -256,7 +300,7 @@ def check_tools(value: object, where: str, problems: Problems) -> list | None:
         if "function" in check_keys(tool, at, ("function",), ("type",), problems):
             continue
         if "type" in tool and tool["type"] != "function":
-            problems.append(f"'{at}.type' must be 'function', got {tool['type']!r}")
+            problems.append(f"'{at}.type' must be 'function', got {shorten(tool['type'])}")
         function = tool["function"]
         if not isinstance(function, dict):
             problems.append(f"'{at}.function' must be an object with a 'name', got {json_kind(function)}")
@@ -436,11 +480,15 @@ def check_prompt_row(obj: dict, problems: Problems) -> dict | None:
         normalized = check_messages(prompt, "prompt", problems)
     elif isinstance(prompt, str):
         normalized = check_text(prompt, "prompt", problems)
+        if "tools" in obj:  # only a chat template renders tools
+            problems.append("'tools' needs a message-list prompt, not a plain string (no chat template renders it)")
     else:
         problems.append(
             f"'prompt' must be a string or a list of messages, got {json_kind(prompt)}"
         )
         return None
+    if "tools" in obj:  # rendered with the prompt in GRPO and evals, so checked like a chat row's
+        check_tools(obj["tools"], "tools", problems)
     if len(problems) > before:
         return None
     return {**obj, "prompt": normalized}

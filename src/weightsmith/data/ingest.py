@@ -9,7 +9,8 @@ from typing import Any
 from sqlalchemy import select
 
 from weightsmith.data.formats import FORMATS, Validated, approx_tokens, canonical_jsonl, validate
-from weightsmith.errors import UserError, closest
+from weightsmith.errors import NotFound, UserError, clip, closest, shorten
+from weightsmith.names import check_name
 from weightsmith.workspace import Workspace
 from weightsmith.workspace.models import Dataset, DatasetVersion
 
@@ -30,7 +31,7 @@ def dataset_version_dict(dv: DatasetVersion, *, created: bool | None = None) -> 
         "ref": f"{dv.dataset.name}@v{dv.version}",
         "format": dv.format,
         "rows": dv.rows,
-        "tokens": dv.tokens,
+        "tokens_estimate": dv.tokens,  # counted without a tokenizer: see formats.approx_tokens
         "duplicates": dv.duplicates,
         "hash": dv.hash,
         "path": dv.path,
@@ -43,18 +44,26 @@ def dataset_version_dict(dv: DatasetVersion, *, created: bool | None = None) -> 
 
 
 def add_dataset(
-    ws: Workspace, name: str, path: str | Path, fmt: str, provenance: dict[str, Any] | None = None
+    ws: Workspace,
+    name: str,
+    path: str | Path,
+    fmt: str,
+    provenance: dict[str, Any] | None = None,
+    *,
+    max_chars: int | None = None,
 ) -> dict[str, Any]:
     """Validate ``path`` as ``fmt`` and store it as a new version of dataset ``name``.
 
     Re-adding identical (normalized) content returns the existing version. A file with any
-    error raises :class:`InvalidData` (exit 2) before anything is written.
+    error raises :class:`InvalidData` (exit 2) before anything is written. ``max_chars`` is the
+    most characters one chat/preference/prompt row may hold (default
+    :data:`weightsmith.data.formats.DEFAULT_MAX_CHARS`; text documents are not capped).
     """
-    _check_name(name, "dataset")
+    check_name(name, "dataset")
     if fmt not in FORMATS:
-        raise UserError(f"unknown format '{fmt}'{closest(fmt, FORMATS)}; use one of {', '.join(FORMATS)}.")
+        raise UserError(f"unknown format {shorten(fmt)}{closest(fmt, FORMATS)}; use one of {', '.join(FORMATS)}.")
     path = Path(path)
-    result = validate(path, fmt)
+    result = validate(path, fmt, max_chars=max_chars)
     if not result.ok():
         raise InvalidData(result.errors, path)
     return store_validated(ws, name, path, result, provenance)
@@ -63,20 +72,24 @@ def add_dataset(
 def store_validated(
     ws: Workspace, name: str, path: Path, result: Validated, provenance: dict[str, Any] | None = None
 ) -> dict[str, Any]:
-    """Version an already-validated file (see :func:`add_dataset`)."""
+    """Version an already-validated file (see :func:`add_dataset`).
+
+    Race-safe: concurrent calls with the same content get the same version (one ``created``, the
+    others not), never a database error.
+    """
+    check_name(name, "dataset")
     fmt = result.format
     data = canonical_jsonl(result.rows)
-    with ws.session() as s:
-        dataset = s.scalar(select(Dataset).where(Dataset.project_id == ws.project_id, Dataset.name == name))
-        if dataset is not None and dataset.format != fmt:
-            raise UserError(
-                f"dataset '{name}' holds {dataset.format} data; add {fmt} data under another name."
-            )
+    with ws.session() as s:  # refuse a format change before storing any bytes
+        _check_format(s.scalar(select(Dataset).where(Dataset.project_id == ws.project_id, Dataset.name == name)), fmt)
     digest, stored = ws.store.put_bytes(data, suffix=".jsonl")
-    with ws.session() as s:
-        dataset = s.scalar(select(Dataset).where(Dataset.project_id == ws.project_id, Dataset.name == name))
+    project_id = ws.project_id
+
+    def get_or_add(s) -> dict[str, Any]:
+        dataset = s.scalar(select(Dataset).where(Dataset.project_id == project_id, Dataset.name == name))
+        _check_format(dataset, fmt)  # again: a concurrent caller may have created it meanwhile
         if dataset is None:
-            dataset = Dataset(project_id=ws.project_id, name=name, format=fmt)
+            dataset = Dataset(project_id=project_id, name=name, format=fmt)
             s.add(dataset)
             s.flush()
         existing = s.scalar(
@@ -100,6 +113,13 @@ def store_validated(
         s.flush()
         return dataset_version_dict(dv, created=True)
 
+    return ws.transact(get_or_add)
+
+
+def _check_format(dataset: Dataset | None, fmt: str) -> None:
+    if dataset is not None and dataset.format != fmt:
+        raise UserError(f"dataset '{dataset.name}' holds {dataset.format} data; add {fmt} data under another name.")
+
 
 def list_datasets(ws: Workspace) -> list[dict[str, Any]]:
     with ws.session() as s:
@@ -119,8 +139,8 @@ def resolve_dataset(ws: Workspace, ref: str) -> dict[str, Any]:
         dataset = s.scalar(select(Dataset).where(Dataset.project_id == ws.project_id, Dataset.name == name))
         if dataset is None or not dataset.versions:
             known = s.scalars(select(Dataset.name).where(Dataset.project_id == ws.project_id)).all()
-            raise UserError(
-                f"no dataset named '{name}'{closest(name, known)}; add it with "
+            raise NotFound(
+                f"no dataset named {shorten(name)}{closest(name, known)}; add it with "
                 f"'weightsmith data add {name} PATH --format FORMAT'."
             )
         if not ver:
@@ -129,22 +149,16 @@ def resolve_dataset(ws: Workspace, ref: str) -> dict[str, Any]:
         for dv in dataset.versions:
             if dv.version == number:
                 return dataset_version_dict(dv)
-        raise UserError(
-            f"dataset '{name}' has no version {ver}; it has v1..v{dataset.versions[-1].version}."
+        raise NotFound(
+            f"dataset {shorten(name)} has no version {clip(ver)}; it has v1..v{dataset.versions[-1].version}."
         )
 
 
 def _version_number(ver: str, ref: str) -> int:
     text = ver[1:] if ver.startswith("v") else ver
     if not text.isdigit():
-        raise UserError(f"'{ref}': a version is written vN (e.g. {ref.partition('@')[0]}@v2).")
+        raise UserError(f"{shorten(ref)}: a version is written vN (e.g. {clip(ref.partition('@')[0])}@v2).")
     return int(text)
 
 
-def _check_name(name: str, what: str) -> None:
-    import re
-
-    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}", name):
-        raise UserError(
-            f"'{name}' is not a valid {what} name; use letters, digits, '_', '-' or '.' (no '@' or spaces)."
-        )
+_check_name = check_name  # the shared rule now lives in weightsmith.names; kept for existing importers

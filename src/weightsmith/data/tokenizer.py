@@ -6,6 +6,14 @@ learns to emit EOS at the end of its turn, and generation stops there. The assis
 turn — content and closing ``<|im_end|>`` — sits inside ``{% generation %}`` markers, which is
 what TRL's ``assistant_only_loss`` masks on. Documents are separated by the same EOS when packed
 for pre-training, so "end of text" and "end of turn" are one token.
+
+The template also shows every OpenAI chat field, in the Hermes/Qwen2.5 style that tool-calling
+servers parse: tool definitions in the system turn inside ``<tools></tools>``, each assistant tool
+call as ``<tool_call>{"name": ..., "arguments": ...}</tool_call>`` inside the assistant's turn (so
+inside the generation span: the calls are learned), tool results as
+``<tool_response>...</tool_response>`` in a ``tool`` turn, and a message's ``name`` as ChatML's
+``<|im_start|>user name=alice``. The markers are plain text, not special tokens, so tokenizers
+trained before them still load and render them. A plain chat renders exactly as it always has.
 """
 
 from __future__ import annotations
@@ -25,15 +33,46 @@ SPECIAL_TOKENS = [PAD_TOKEN, BOS_TOKEN, EOS_TOKEN, TURN_START_TOKEN]
 
 # Every message renders as "<|im_start|>{role}\n{content}<|im_end|>\n". For the assistant, the
 # content and its <|im_end|> are the generation span; the "\n" after it is not, so the last
-# token the model is trained to produce in a turn is EOS.
+# token the model is trained to produce in a turn is EOS. With no tools, names or tool calls this
+# is byte for byte the template of earlier versions (tests/data/test_chat_template.py pins it).
+_NAME = "(' name=' + message['name'] if message['name'] is string and message['name'] else '')"
+_CONTENT = "(message['content'] if message['content'] is string else '')"
 CHAT_TEMPLATE = (
+    # Tool definitions open the conversation, in the system turn (merged with the system message if any).
+    "{%- if tools %}"
+    "{%- set message = messages[0] %}"
+    "{%- if message['role'] == 'system' %}"
+    "{{- '<|im_start|>system' + " + _NAME + " + '\\n' + message['content'] + '\\n\\n' }}"
+    "{%- else %}{{- '<|im_start|>system\\n' }}{%- endif %}"
+    "{{- '# Tools\\n\\nYou may call these functions:\\n<tools>' }}"
+    "{%- for tool in tools %}{{- '\\n' + (tool | tojson) }}{%- endfor %}"
+    "{{- '\\n</tools>\\n\\nTo call one, write:\\n<tool_call>\\n{\"name\": <function-name>, \"arguments\": "
+    "<args-json-object>}\\n</tool_call><|im_end|>\\n' }}"
+    "{%- endif %}"
     "{%- for message in messages %}"
-    "{%- if message['role'] == 'assistant' %}"
-    "{{- '<|im_start|>assistant\\n' }}"
-    "{%- generation %}{{- message['content'] + '<|im_end|>' }}{%- endgeneration %}"
+    "{%- if tools and loop.first and message['role'] == 'system' %}"  # rendered above, with the tools
+    "{%- elif message['role'] == 'assistant' %}"
+    "{{- '<|im_start|>assistant' + " + _NAME + " + '\\n' }}"
+    "{%- generation %}"
+    "{{- " + _CONTENT + " }}"
+    # OpenAI writes arguments as a JSON string (shown as is), Hugging Face as an object.
+    "{%- for call in message['tool_calls'] or [] %}"
+    "{%- set function = call['function'] if call['function'] is mapping else call %}"
+    "{%- if " + _CONTENT + " or not loop.first %}{{- '\\n' }}{%- endif %}"
+    "{{- '<tool_call>\\n{\"name\": ' + (function['name'] | tojson) + ', \"arguments\": ' }}"
+    "{%- if function['arguments'] is string %}{{- function['arguments'] }}"
+    "{%- elif function['arguments'] is mapping %}{{- function['arguments'] | tojson }}"
+    "{%- else %}{{- '{}' }}{%- endif %}"
+    "{{- '}\\n</tool_call>' }}"
+    "{%- endfor %}"
+    "{{- '<|im_end|>' }}"
+    "{%- endgeneration %}"
     "{{- '\\n' }}"
+    "{%- elif message['role'] == 'tool' %}"
+    "{{- '<|im_start|>tool' + " + _NAME + " + '\\n<tool_response>\\n' + " + _CONTENT
+    + " + '\\n</tool_response><|im_end|>\\n' }}"
     "{%- else %}"
-    "{{- '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
+    "{{- '<|im_start|>' + message['role'] + " + _NAME + " + '\\n' + message['content'] + '<|im_end|>\\n' }}"
     "{%- endif %}"
     "{%- endfor %}"
     "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}"

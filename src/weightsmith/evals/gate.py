@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from weightsmith.errors import UserError, closest
+from weightsmith.errors import NotFound, UserError, closest, shorten
 from weightsmith.evals.run import (
     KpiOutcome,
     PreparedSuite,
@@ -132,13 +132,13 @@ def resolve_baseline(ws: Workspace, ref: str | None) -> tuple[dict | None, str |
         model = s.scalar(select(Model).where(Model.project_id == ws.project_id, Model.name == name))
         if model is None or not model.versions:
             known = s.scalars(select(Model.name).where(Model.project_id == ws.project_id)).all()
-            raise UserError(f"baseline '{ref}': no model named '{name}'{closest(name, known)}; 'weightsmith models list' shows them.")
+            raise UserError(f"baseline {shorten(ref)}: no model named {shorten(name)}{closest(name, known)}; 'weightsmith models list' shows them.")
         target = alias_target(s, model, tag)
         if target is not None:
             return {"path": target.path, "id": target.id, "ref": f"{name}@v{target.version}"}, tag, None
         known = alias_names(s, model)
         if difflib.get_close_matches(tag, known, n=1, cutoff=0.6):
-            raise UserError(f"baseline '{ref}': model '{name}' has no alias '{tag}'{closest(tag, known)}; it has: {', '.join(known)}.")
+            raise UserError(f"baseline {shorten(ref)}: model {shorten(name)} has no alias {shorten(tag)}{closest(tag, known)}; it has: {', '.join(known)}.")
     return None, tag, f"{name} has no '{tag}' yet: compared against floors only (a first {tag} can be crowned by this gate)"
 
 
@@ -281,5 +281,5 @@ def show_gate(ws: Workspace, gate_id: int) -> dict[str, Any]:
     with ws.session() as s:
         gate = s.get(Gate, gate_id)
         if gate is None or gate.project_id != ws.project_id:
-            raise UserError(f"no gate {gate_id} in this project.")
+            raise NotFound(f"no gate {gate_id} in this project.")
         return gate_dict(s, gate)

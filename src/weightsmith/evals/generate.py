@@ -30,6 +30,7 @@ from transformers import (
     StopStringCriteria,
 )
 
+from weightsmith.data.chat import ChatRenderer, TemplateRefused, check_fields_shown, template_refusal
 from weightsmith.errors import UserError
 
 Prompt = str | list[dict]
@@ -107,8 +108,36 @@ def clear_model_cache() -> None:
     _load_model_cached.cache_clear()
 
 
-def _encode_prompt(tokenizer: PreTrainedTokenizerBase, prompt: object, index: int) -> list[int]:
+def encode_prompts(
+    tokenizer: PreTrainedTokenizerBase, prompts: Sequence[Prompt], tools: Sequence[list | None] | None, source: str
+) -> list[list[int]]:
+    """The token ids :func:`generate` starts each prompt from.
+
+    A string is tokenized as is; chat messages are rendered with the chat template and a generation
+    prompt, with that prompt's ``tools``, as training renders them (:mod:`weightsmith.data.chat`).
+
+    Raises:
+        UserError: naming the prompt (``prompt #i``, counted from 0): a chat prompt without a chat
+            template, a field the template does not show, a conversation it refuses, tools on a string.
+    """
+    if tools is not None and len(tools) != len(prompts):
+        raise ValueError(f"tools has {len(tools)} entries for {len(prompts)} prompts")
+    renderer = ChatRenderer(tokenizer, source)
+    return [
+        _encode_prompt(tokenizer, prompt, i, tools[i] if tools is not None else None, renderer)
+        for i, prompt in enumerate(prompts)
+    ]
+
+
+def _encode_prompt(
+    tokenizer: PreTrainedTokenizerBase, prompt: object, index: int, tools: list | None, renderer: ChatRenderer
+) -> list[int]:
     if isinstance(prompt, str):
+        if tools:
+            raise UserError(
+                f"prompt #{index} has tools but is plain text, which no chat template renders; give it as chat "
+                "messages (in a KPI suite: prompt: {chat: true})."
+            )
         ids = tokenizer(prompt, add_special_tokens=True)["input_ids"]
     elif isinstance(prompt, list) and all(isinstance(m, dict) for m in prompt):
         if not getattr(tokenizer, "chat_template", None):
@@ -116,9 +145,13 @@ def _encode_prompt(tokenizer: PreTrainedTokenizerBase, prompt: object, index: in
                 f"prompt #{index} is a list of chat messages but the model's tokenizer has no chat template; "
                 "give plain-text prompts or a model whose tokenizer has one."
             )
-        text = tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=False)
-        # The template writes its own BOS and turn markers; adding special tokens again would double them.
-        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        # Rendered as in training (weightsmith.data.chat), tools included; the template writes its own BOS
+        # and turn markers, so no special tokens are added on top.
+        check_fields_shown(renderer, [(f"prompt #{index}", "prompt", prompt, tools)], consequence="answer")
+        try:
+            ids = renderer.tokens(prompt, tools, add_generation_prompt=True)
+        except TemplateRefused as exc:
+            raise UserError(template_refusal(f"prompt #{index}", renderer, exc)) from exc
     else:
         raise UserError(
             f"prompt #{index} is a {type(prompt).__name__}; give a string or a list of chat messages "
@@ -189,6 +222,7 @@ def generate(
     stop: str | Sequence[str] | None = None,
     num_samples: int = 1,
     device: str = "auto",
+    tools: Sequence[list | None] | None = None,
 ) -> list[Generation]:
     """Generate a completion for every prompt, in batches, and return them in the prompts' order.
 
@@ -205,11 +239,13 @@ def generate(
         stop: strings that end a completion; the first one found, and all after it, is cut from the text.
         num_samples: samples per prompt (needs ``temperature > 0``); all of them land in ``samples``.
         device: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
+        tools: per prompt, the OpenAI tool definitions to render it with (as the row's ``tools`` column
+            is in training), or None; a field the chat template cannot show is refused.
     """
     stop_strings = [stop] if isinstance(stop, str) else list(stop or [])
     _check_generate_args(max_new_tokens, batch_size, temperature, top_p, num_samples, stop_strings)
     model, tokenizer = load_model(model_path, device)
-    encoded = [_encode_prompt(tokenizer, prompt, i) for i, prompt in enumerate(prompts)]
+    encoded = encode_prompts(tokenizer, prompts, tools, str(model_path))
     eos_ids = _eos_token_ids(model, tokenizer)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (eos_ids[0] if eos_ids else 0)
 

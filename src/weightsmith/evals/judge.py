@@ -199,17 +199,24 @@ def llm_judge(
         max_concurrency: requests in flight at once.
         unparseable_score: the score of a reply with no score in [0, 1] in it (logged as a
             warning). 0 by default; ``float("nan")`` makes those examples stand out instead.
+
+    An empty or whitespace-only completion scores 0 without a request; an empty rubric is a
+    ``UserError``.
     """
     n = len(completions)
     rubrics = _aligned(rubric, n, "rubric")
     prompts = _aligned(prompt, n, "prompt")
     if max_retries < 0 or max_concurrency < 1:
         raise UserError("llm_judge: max_retries must be at least 0 and max_concurrency at least 1.")
+    if any(not str(r if r is not None else "").strip() for r in rubrics):
+        raise UserError("llm_judge: the rubric is empty; write what a good response does.")
     client = _JudgeClient(chat_completions_url(endpoint), model, api_key, timeout, max_retries, backoff_s)
-    requests = [judge_messages(c, r, p) for c, r, p in zip(completions, rubrics, prompts, strict=True)]
-    if n == 0:
-        return []
-    with ThreadPoolExecutor(max_workers=min(max_concurrency, n)) as pool:
+    # An empty response meets no rubric; shown nothing to grade, a judge may grade the rubric itself.
+    asked = [i for i, c in enumerate(completions) if completion_text(c).strip()]
+    requests = [judge_messages(completions[i], rubrics[i], prompts[i]) for i in asked]
+    if not requests:
+        return [0.0] * n
+    with ThreadPoolExecutor(max_workers=min(max_concurrency, len(requests))) as pool:
         futures = [pool.submit(client.reply, messages) for messages in requests]
         wait(futures, return_when=FIRST_EXCEPTION)
         failed = [f for f in futures if f.done() and not f.cancelled() and f.exception() is not None]
@@ -220,14 +227,14 @@ def llm_judge(
     if failed:
         # Report the request that failed for good, not one that merely stopped because of it.
         raise next((f.exception() for f in failed if not isinstance(f.exception(), _Aborted)), failed[0].exception())
-    scores = []
-    for index, future in enumerate(futures):
+    scores = [0.0] * n
+    for index, future in zip(asked, futures, strict=True):
         reply = future.result()
         score = parse_score(reply)
         if score is None:
             log.warning("LLM judge gave no score in [0, 1] for completion #%d: %r", index, reply[:200])
             score = unparseable_score
-        scores.append(score)
+        scores[index] = score
     return scores
 
 

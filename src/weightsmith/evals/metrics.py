@@ -11,7 +11,7 @@ import functools
 import json
 import re
 
-from weightsmith.errors import UserError
+from weightsmith.errors import UserError, shorten
 from weightsmith.rewards import completion_text, reward
 
 # Words and single punctuation marks: a tokenizer-free stand-in for a token count. BPE
@@ -21,21 +21,31 @@ _APPROX_TOKEN = re.compile(r"\w+|[^\w\s]")
 
 
 @functools.lru_cache(maxsize=256)
-def _compile_pattern(pattern: str) -> re.Pattern:
+def compile_pattern(pattern: str) -> re.Pattern:
+    """The compiled pattern, or a ``UserError``: it is not a regular expression, or it matches an
+    empty text (``""``, ``\\d*``, ``(yes)?``) and so would match every completion."""
     try:
-        return re.compile(pattern)
+        compiled = re.compile(pattern)
     except re.error as exc:
-        raise UserError(f"regex_match: the pattern {pattern!r} is not a valid regular expression ({exc}).") from exc
+        raise UserError(f"regex_match: the pattern {shorten(pattern)} is not a valid regular expression ({exc}).") from exc
+    if compiled.search("") is not None:
+        raise UserError(
+            f"regex_match: the pattern {pattern!r} matches an empty text, so it would match every completion; "
+            "make it require what the answer must contain (e.g. \\d+ rather than \\d*)."
+        )
+    return compiled
 
 
 @reward("regex_match")
 def regex_match(completions: list, pattern: list[str], **_: object) -> list[float]:
     """1.0 when the row's regular expression ``pattern`` matches anywhere in the completion.
 
-    Python ``re`` syntax, searched (not anchored): write ``^...$`` to demand the whole text.
+    Python ``re`` syntax, searched (not anchored): write ``^...$`` to demand the whole text. A
+    pattern that matches an empty text is refused (:func:`compile_pattern`): it cannot tell
+    completions apart.
     """
     return [
-        float(_compile_pattern(str(p)).search(completion_text(c)) is not None)
+        float(compile_pattern(str(p)).search(completion_text(c)) is not None)
         for c, p in zip(completions, pattern, strict=True)
     ]
 
@@ -60,6 +70,11 @@ def json_valid(completions: list, **_: object) -> list[float]:
     that consumes the output would fail on it too.
     """
     return [float(_parse_json(completion_text(c).strip())[0]) for c in completions]
+
+
+def schema_validator(schema: object):
+    """A JSON Schema validator for ``schema`` (a dict, ``true``/``false``, or JSON text), or a ``UserError``."""
+    return _validator_for(_schema_key(schema))
 
 
 @functools.lru_cache(maxsize=64)
@@ -97,7 +112,7 @@ def json_schema_valid(completions: list, schema: list, **_: object) -> list[floa
     """
     scores = []
     for completion, row_schema in zip(completions, schema, strict=True):
-        validator = _validator_for(_schema_key(row_schema))
+        validator = schema_validator(row_schema)
         ok, document = _parse_json(completion_text(completion).strip())
         scores.append(float(ok and validator.is_valid(document)))
     return scores

@@ -16,7 +16,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from weightsmith.errors import UserError
+from weightsmith.errors import NotFound, UserError
 from weightsmith.evals.run import KpiOutcome, get_run, load_outcomes, run_dict
 from weightsmith.workspace import Workspace
 from weightsmith.workspace.models import EvalKpiResult, EvalRun, Gate, Model, ModelVersion
@@ -35,7 +35,7 @@ def history(ws: Workspace, model_name: str, *, suite: str | None = None) -> dict
             from weightsmith.errors import closest
 
             known = s.scalars(select(Model.name).where(Model.project_id == ws.project_id)).all()
-            raise UserError(f"no model named '{model_name}'{closest(model_name, known)}; 'weightsmith models list' shows them.")
+            raise NotFound(f"no model named '{model_name}'{closest(model_name, known)}; 'weightsmith models list' shows them.")
         query = (
             select(EvalRun, ModelVersion)
             .join(ModelVersion, EvalRun.model_version_id == ModelVersion.id)
@@ -110,7 +110,7 @@ def report(ws: Workspace, run_id: int, *, gate_id: int | None = None, worst: int
         if gate_id is not None:
             gate = s.get(Gate, gate_id)
             if gate is None or gate.project_id != ws.project_id:
-                raise UserError(f"no gate {gate_id} in this project.")
+                raise NotFound(f"no gate {gate_id} in this project.")
             if run.id not in (gate.candidate_run_id, gate.baseline_run_id):
                 raise UserError(f"gate {gate_id} did not use run {run_id}; its runs are {gate.candidate_run_id} and {gate.baseline_run_id}.")
         else:

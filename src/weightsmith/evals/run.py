@@ -15,8 +15,8 @@ to store both runs and the verdict together.
 from __future__ import annotations
 
 import hashlib
-import inspect
 import json
+import logging
 import math
 import os
 import time
@@ -28,10 +28,12 @@ from typing import Any
 
 import numpy as np
 
-from weightsmith.errors import UserError
-from weightsmith.evals.suite import Kpi, Suite, load_suite
+from weightsmith.errors import NotFound, UserError
+from weightsmith.evals.suite import Kpi, Suite, check_gold, check_metric_inputs, load_suite
 from weightsmith.workspace import Workspace
 from weightsmith.workspace.models import Dataset, DatasetVersion, EvalExample, EvalKpiResult, EvalRun
+
+log = logging.getLogger(__name__)
 
 CI_RESAMPLES = 2000
 STORED_TEXT_CHARS = 2000  # a perplexity example keeps the start of its text; the dataset version has all of it
@@ -55,6 +57,7 @@ class PreparedSuite:
     suite: Suite
     data: dict[str, KpiData]  # by KPI name; lm_eval KPIs have none
     hash: str  # same hash = same KPI definitions on the same data: a stored run can stand in
+    warnings: list[str] = field(default_factory=list)  # gold values a metric cannot use as written (check_gold)
 
 
 @dataclass
@@ -98,6 +101,7 @@ def prepare_suite(ws: Workspace, suite: Suite) -> PreparedSuite:
     where = suite.source or "suite"
     data: dict[str, KpiData] = {}
     by_path: dict[tuple[str, str], KpiData] = {}
+    warnings: list[str] = []
     for kpi in suite.kpis.values():
         key = f"{where}: kpis.{kpi.name}"
         if kpi.kind == "lm_eval":
@@ -141,10 +145,13 @@ def prepare_suite(ws: Workspace, suite: Suite) -> PreparedSuite:
         if not found.rows:
             raise UserError(f"{key}: its dataset has no rows to evaluate.")
         if kpi.kind == "generate":
-            _check_metric_inputs(kpi, found, key)
+            check_metric_inputs(kpi, found.rows, found.ref or found.name, key)
+            for warning in check_gold(kpi, found.rows, key):
+                log.warning("warning: %s", warning)
+                warnings.append(warning)
             _render_all(kpi, found.rows, key)  # a template that does not fit the rows fails now, not after generating
         data[kpi.name] = found
-    return PreparedSuite(suite=suite, data=data, hash=suite_hash(suite, data))
+    return PreparedSuite(suite=suite, data=data, hash=suite_hash(suite, data), warnings=warnings)
 
 
 def suite_hash(suite: Suite, data: dict[str, KpiData]) -> str:
@@ -171,45 +178,6 @@ def _check_dataset_name_free(ws: Workspace, name: str, fmt: str, key: str) -> No
                 f"{key}.path: it would be versioned as dataset '{name}', which holds {existing.format} data; "
                 "set dataset_name: to another name."
             )
-
-
-def _required_arguments(fn) -> list[str]:
-    """The keyword arguments a metric cannot do without (its first argument is the completions)."""
-    try:
-        params = list(inspect.signature(fn).parameters.values())
-    except (TypeError, ValueError):
-        return []
-    required = []
-    for index, param in enumerate(params):
-        if index == 0 and param.kind in (param.POSITIONAL_ONLY, param.POSITIONAL_OR_KEYWORD):
-            continue
-        if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD) or param.default is not param.empty:
-            continue
-        required.append(param.name)
-    return required
-
-
-def _check_metric_inputs(kpi: Kpi, data: KpiData, key: str) -> None:
-    from weightsmith.rewards import get_reward
-
-    if kpi.metric == "latency":
-        return
-    fn = get_reward(kpi.metric)
-    given = {"prompt", *kpi.columns, *kpi.options}
-    for name in _required_arguments(fn):
-        if name in given:
-            continue
-        missing_at = next((i for i, row in enumerate(data.rows) if name not in row), None)
-        if missing_at is not None:
-            shown = data.ref or data.name
-            raise UserError(
-                f"{key}: metric '{kpi.metric}' needs a column '{name}', which row {missing_at + 1} of {shown} lacks "
-                f"(it has: {', '.join(sorted(data.rows[missing_at]))}); add it to the data, or give one value for "
-                "every row under columns: (or options: for a setting)."
-            )
-    env = kpi.options.get("api_key_env")
-    if env is not None and not os.environ.get(str(env)):
-        raise UserError(f"{key}.options.api_key_env: the environment variable {env} is not set.")
 
 
 # -- 2. compute ------------------------------------------------------------------------------
@@ -276,7 +244,11 @@ def _generation_kpi(kpi: Kpi, data: KpiData, model_path: str, device: str, cache
     if not shared:
         prompts = _render_all(kpi, data.rows, where)
         started = time.perf_counter()
-        outputs = generate(model_path, prompts, device=device, **kpi.generation.model_dump())
+        try:  # each row's tools are rendered with its prompt, as in training
+            outputs = generate(model_path, prompts, device=device, tools=[row.get("tools") for row in data.rows],
+                               **kpi.generation.model_dump())
+        except UserError as exc:
+            raise UserError(f"{where}: {exc}") from exc
         cache[group] = (prompts, outputs, time.perf_counter() - started)
     prompts, outputs, generation_s = cache[group]
     completions = [g.text for g in outputs]
@@ -306,6 +278,7 @@ def _generation_kpi(kpi: Kpi, data: KpiData, model_path: str, device: str, cache
 
 def _score(kpi: Kpi, completions: list[str], prompts: list, rows: list[dict], where: str) -> list[float]:
     from weightsmith.rewards import get_reward
+    from weightsmith.rewards.contract import call_reward
 
     fn = get_reward(kpi.metric)
     n = len(completions)
@@ -315,12 +288,11 @@ def _score(kpi: Kpi, completions: list[str], prompts: list, rows: list[dict], wh
             if column != "prompt" and column not in columns:
                 columns[column] = [r.get(column) for r in rows]
     columns.update({name: [value] * n for name, value in kpi.columns.items()})
-    columns["prompt"] = prompts
     options = dict(kpi.options)
     if "api_key_env" in options:  # the key itself stays out of the suite file and the database
         options["api_key"] = os.environ.get(str(options.pop("api_key_env")))
     try:
-        raw = fn(completions, **{**columns, **options})
+        raw = call_reward(fn, completions, prompts, {**columns, **options})
     except UserError as exc:
         raise UserError(f"{where}: {exc}") from exc
     except Exception as exc:
@@ -534,7 +506,7 @@ def get_run(ws: Workspace, run_id: int) -> EvalRun:
     with ws.session() as s:
         run = s.get(EvalRun, run_id)
         if run is None or run.project_id != ws.project_id:
-            raise UserError(f"no eval run {run_id}; 'weightsmith eval history MODEL' lists a model's runs.")
+            raise NotFound(f"no eval run {run_id}; 'weightsmith eval history MODEL' lists a model's runs.")
         return run
 
 
@@ -574,4 +546,7 @@ def run_suite(
     store_pending_datasets(ws, prepared)
     with ws.session() as s:
         run = store_run(s, ws, prepared, outcomes, model, **timing)
-        return run_dict(s, run, outcomes)
+        doc = run_dict(s, run, outcomes)
+    if prepared.warnings:
+        doc["warnings"] = prepared.warnings
+    return doc

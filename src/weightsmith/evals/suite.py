@@ -33,7 +33,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from weightsmith.errors import UserError, closest
+from weightsmith.errors import UserError, closest, shorten
+from weightsmith.names import check_name
 from weightsmith.yamlfile import load_yaml_mapping
 
 # Metrics that need the model itself or the generation's timing, not just the completions;
@@ -191,18 +192,18 @@ def _load_file(path: Path, *, seen: set[Path]) -> Suite:
 def _validate(raw: dict, base: Path, where: str, *, seen: set[Path]) -> Suite:
     for key in raw:
         if key not in SUITE_KEYS:
-            raise UserError(f"{where}: unknown key '{key}'{closest(str(key), SUITE_KEYS)}; known keys: {', '.join(sorted(SUITE_KEYS))}.")
+            raise UserError(f"{where}: unknown key {shorten(key)}{closest(str(key), SUITE_KEYS)}; known keys: {', '.join(sorted(SUITE_KEYS))}.")
     name = raw.get("name", "suite")
     if not isinstance(name, str) or not _KPI_NAME.fullmatch(name):
-        raise UserError(f"{where}: name: give the suite a name of letters, digits, '_', '-' or '.', got {name!r}.")
+        raise UserError(f"{where}: name: give the suite a name of letters, digits, '_', '-' or '.', got {shorten(name)}.")
     device = raw.get("device", "auto")
     if not isinstance(device, str):
-        raise UserError(f"{where}: device: give a device such as auto, cpu or cuda, got {device!r}.")
+        raise UserError(f"{where}: device: give a device such as auto, cpu or cuda, got {shorten(device)}.")
     defaults = {}
     for block in ("prompt", "generation", "gate"):
         value = raw.get(block) or {}
         if not isinstance(value, dict):
-            raise UserError(f"{where}: {block}: must be a mapping of settings, got {value!r}.")
+            raise UserError(f"{where}: {block}: must be a mapping of settings, got {shorten(value)}.")
         defaults[block] = value
     raw_kpis = raw.get("kpis")
     if not isinstance(raw_kpis, dict) or not raw_kpis:
@@ -215,7 +216,7 @@ def _validate(raw: dict, base: Path, where: str, *, seen: set[Path]) -> Suite:
     retention = raw.get("retention_suite")
     if retention is not None:
         if not isinstance(retention, str):
-            raise UserError(f"{where}: retention_suite: give the path of another suite file, got {retention!r}.")
+            raise UserError(f"{where}: retention_suite: give the path of another suite file, got {shorten(retention)}.")
         other_path = Path(retention) if Path(retention).is_absolute() else base / retention
         if not other_path.is_file():
             raise UserError(f"{where}: retention_suite: '{other_path}' does not exist.")
@@ -234,7 +235,7 @@ def _validate_kpi(name: str, body: Any, defaults: dict[str, dict], base: Path, w
     if not _KPI_NAME.fullmatch(name):
         raise UserError(f"{where}: {key}: a KPI name uses letters, digits, '_', '-' or '.'.")
     if not isinstance(body, dict):
-        raise UserError(f"{where}: {key}: must be a mapping with a metric and its data, got {body!r}.")
+        raise UserError(f"{where}: {key}: must be a mapping with a metric and its data, got {shorten(body)}.")
     spec = _model(KpiSpec, body, where, key)
     prompt = _model(PromptSpec, {**defaults["prompt"], **(spec.prompt or {})}, where, f"{key}.prompt")
     generation = _model(GenerationSpec, {**defaults["generation"], **(spec.generation or {})}, where, f"{key}.generation")
@@ -274,7 +275,7 @@ def _validate_kpi(name: str, body: Any, defaults: dict[str, dict], base: Path, w
             raise UserError(f"{where}: {key}.path: '{path}' does not exist.")
         if spec.format != needed_format:
             raise UserError(
-                f"{where}: {key}.format: metric '{spec.metric}' reads {needed_format} rows, not {spec.format!r} "
+                f"{where}: {key}.format: metric '{spec.metric}' reads {needed_format} rows, not {shorten(spec.format)} "
                 f"({'text documents' if needed_format == 'text' else 'prompt rows with the columns it scores against'})."
             )
     elif spec.format is not None:
@@ -296,7 +297,7 @@ def _validate_kpi(name: str, body: Any, defaults: dict[str, dict], base: Path, w
         data=spec.data,
         path=path,
         format=spec.format,
-        dataset_name=spec.dataset_name or (Path(path).stem if path else None),
+        dataset_name=_dataset_name(spec, path, where, key),
         aggregate=aggregate,
         pass_threshold=spec.pass_threshold,
         direction=spec.direction or ("lower" if spec.metric in LOWER_IS_BETTER else "higher"),
@@ -310,9 +311,19 @@ def _validate_kpi(name: str, body: Any, defaults: dict[str, dict], base: Path, w
     )
 
 
+def _dataset_name(spec: KpiSpec, path: str | None, where: str, key: str) -> str | None:
+    """The name a KPI's file is versioned under: the one name rule, as for `data add`."""
+    if spec.dataset_name is not None:
+        return check_name(spec.dataset_name, "dataset", f"{where}: {key}.dataset_name")
+    if path is None:
+        return None
+    return check_name(Path(path).stem, "dataset", f"{where}: {key}.path (the file's name names its dataset; "
+                      "set dataset_name: to another)")
+
+
 def _model(cls: type[BaseModel], data: dict, where: str, key: str):
     if not isinstance(data, dict):
-        raise UserError(f"{where}: {key}: must be a mapping, got {data!r}.")
+        raise UserError(f"{where}: {key}: must be a mapping, got {shorten(data)}.")
     try:
         return cls.model_validate(data)
     except ValidationError as exc:
@@ -324,7 +335,7 @@ def _model(cls: type[BaseModel], data: dict, where: str, key: str):
             raise UserError(f"{where}: {key}.{loc}: unknown key{closest(field, known)}; known keys: {', '.join(known)}.") from exc
         if err["type"] == "missing":
             raise UserError(f"{where}: {key}.{loc}: required key is missing.") from exc
-        raise UserError(f"{where}: {key}.{loc}: {err['msg']} (got {err.get('input')!r}).") from exc
+        raise UserError(f"{where}: {key}.{loc}: {err['msg']} (got {shorten(err.get('input'))}).") from exc
 
 
 def _check_metric(metric: str, where: str, key: str) -> None:
@@ -344,12 +355,122 @@ def _check_metric(metric: str, where: str, key: str) -> None:
         )
 
 
+def check_metric_inputs(kpi: Kpi, rows: list[dict], shown: str, key: str) -> None:
+    """The KPI's metric against the reward contract (:mod:`weightsmith.rewards.contract`) on every row.
+
+    Run before any model is loaded: a parameter the metric requires that neither a column of the
+    row, the KPI's ``columns:`` nor its ``options:`` provides is a ``UserError`` naming the
+    function, the parameter and the row (``shown`` names the dataset), as is an option it does
+    not take, or an ``api_key_env`` that is not set.
+    """
+    import os
+
+    from weightsmith.rewards import get_reward
+    from weightsmith.rewards.contract import describe, reward_signature, signature_problem, training_only, unprovided
+
+    if kpi.metric == "latency":
+        return
+    fn = get_reward(kpi.metric)
+    problem = signature_problem(fn, kpi.metric)
+    if problem:
+        raise UserError(f"{key}: {problem}")
+    label = f"metric '{kpi.metric}' ({describe(fn)})"
+    signature = reward_signature(fn)
+    for option in kpi.options:
+        if option != "api_key_env" and not signature.any_keyword and option not in signature.names:
+            raise UserError(
+                f"{key}.options.{option}: {label} takes no parameter '{option}'"
+                f"{closest(option, signature.names)}; it takes: {', '.join(sorted(signature.names))}."
+            )
+    given = {*kpi.columns, *kpi.options}
+    for index, row in enumerate(rows):
+        for name in unprovided(fn, {*given, *row}, training=False):
+            hint = training_only(name, training=False)
+            if hint:
+                raise UserError(f"{key}: {label} needs {hint}.")
+            raise UserError(
+                f"{key}: {label} needs a column '{name}', which row {index + 1} of {shown} lacks "
+                f"(it has: {', '.join(sorted(row))}); add it to the data, or give one value for every row under "
+                "columns: (or options: for a setting)."
+            )
+    env = kpi.options.get("api_key_env")
+    if env is not None and not os.environ.get(str(env)):
+        raise UserError(f"{key}.options.api_key_env: the environment variable {env} is not set.")
+
+
+# Built-in metrics scored against a gold column: (the column, whether they normalize it first).
+_GOLD_COLUMNS = {
+    "exact_match": ("answer", False),
+    "normalized_match": ("answer", True),
+    "contains_answer": ("answer", True),
+    "token_f1": ("answer", True),
+    "chrf": ("answer", False),
+    "regex_match": ("pattern", False),
+    "json_schema_valid": ("schema", False),
+}
+
+
+def check_gold(kpi: Kpi, rows: list[dict], where: str) -> list[str]:
+    """Check the gold values a built-in metric scores against, before any compute.
+
+    A regex_match pattern that is not a regular expression or matches an empty text, and a
+    json_schema_valid schema that is not a JSON Schema, are refused (``UserError``). Returned as
+    warnings, one sentence each: empty answers (nothing can match them: those rows score 0),
+    answers that normalize to nothing ("+", "-") under a normalizing metric (compared as written
+    instead), and schemas that accept any JSON.
+
+    Args:
+        kpi: the KPI; its ``columns:`` constants count as the rows' values.
+        rows: the KPI's dataset rows.
+        where: the suite and KPI, e.g. ``"suite.yaml: kpis.acc"``, that each message starts with.
+    """
+    from weightsmith.evals.metrics import compile_pattern, schema_validator
+    from weightsmith.rewards.builtin import normalizes_to_nothing
+
+    if kpi.metric not in _GOLD_COLUMNS:
+        return []
+    column, normalized = _GOLD_COLUMNS[kpi.metric]
+    values = [kpi.columns[column]] * len(rows) if column in kpi.columns else [row.get(column) for row in rows]
+    found: dict[str, list[int]] = {}
+    for number, value in enumerate(values, start=1):
+        if value is None:
+            continue  # a missing column is the metric-input check's to report
+        try:
+            if column == "pattern":
+                compile_pattern(str(value))
+            elif column == "schema":
+                if schema_validator(value).schema in ({}, True):
+                    found.setdefault("any_json", []).append(number)
+        except UserError as exc:
+            raise UserError(f"{where}: row {number}: {exc}") from exc
+        if column == "answer" and not str(value).strip():
+            found.setdefault("empty", []).append(number)
+        elif column == "answer" and normalized and normalizes_to_nothing(value):
+            found.setdefault("no_word", []).append(number)
+    said = {
+        "empty": f"'{column}' is empty, and {kpi.metric} matches nothing against an empty answer: such rows score 0",
+        "no_word": f"'{column}' has no letter or digit (e.g. {{example!r}}), so {kpi.metric} compares it as written "
+        "(whitespace folded), not normalized",
+        "any_json": "the schema accepts any JSON, so json_schema_valid only checks that the completion parses",
+    }
+    return [
+        f"{where}: {_rows(numbers)}: " + said[kind].format(example=values[numbers[0] - 1]) + "."
+        for kind, numbers in found.items()
+    ]
+
+
+def _rows(numbers: list[int]) -> str:
+    shown = ", ".join(str(n) for n in numbers[:5])
+    more = f" and {len(numbers) - 5} more" if len(numbers) > 5 else ""
+    return f"row{'s' if len(numbers) > 1 else ''} {shown}{more}"
+
+
 def _check_max_regression(value: float | str | None, where: str, key: str) -> None:
     if value is None:
         return
     if isinstance(value, str):
         if not re.fullmatch(r"\s*\d+(\.\d+)?\s*%\s*", value):
-            raise UserError(f"{where}: {key}.gate.max_regression: write a number or a percentage like '5%', got {value!r}.")
+            raise UserError(f"{where}: {key}.gate.max_regression: write a number or a percentage like '5%', got {shorten(value)}.")
     elif value < 0:
         raise UserError(f"{where}: {key}.gate.max_regression: must be 0 or more, got {value}.")
 

@@ -1,10 +1,12 @@
 """One registry of scoring functions, shared by RL rewards and eval metrics.
 
-A reward is a plain function ``f(completions, **row) -> list[float]``: ``completions`` is a
-list of model outputs (plain strings, or chat messages ``[{"role": "assistant", "content": ...}]``
-as TRL passes them for conversational prompts) and ``row`` holds the dataset's other columns,
-each a list aligned with ``completions``. The same function scores a GRPO rollout and an eval
-example, so what we train on and what we measure cannot drift apart.
+A reward is a plain function ``f(completions, prompt, <columns>...) -> list[float]``:
+``completions`` is a list of model outputs (plain strings, or chat messages
+``[{"role": "assistant", "content": ...}]`` as TRL passes them for conversational prompts),
+``prompt`` what each was asked, and the dataset's other columns arrive by name, each a list
+aligned with ``completions``. :mod:`weightsmith.rewards.contract` defines exactly what a function
+receives and is the one place that calls it, for GRPO rollouts and eval examples alike, so what
+we train on and what we measure cannot drift apart.
 
 Register one with ``@reward("name")``; look one up with :func:`get_reward`.
 """

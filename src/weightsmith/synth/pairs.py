@@ -48,16 +48,19 @@ class Config(BaseModel):
 
 
 def run(cfg: Config, inputs: StageInputs, ctx: StageContext) -> dict:
+    from weightsmith.rewards.contract import call_reward
+
     rows = read_rows(inputs, "pairs", "prompt")[: cfg.max_prompts]
     model_dir = require_model_dir(inputs, "pairs")
+    reward_fn = check_reward(cfg.reward, rows, inputs.data_path)
     prepare_output_dir(ctx)
 
     from weightsmith.evals.generate import generate
-    from weightsmith.rewards import get_reward
 
-    reward_fn = get_reward(cfg.reward)
     prompts = [row["prompt"] for row in rows]
-    settings = dict(max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size, device=cfg.device)
+    # Each row's tools are rendered with its prompt, and go with its pairs, so DPO sees what was sampled.
+    tools = [row.get("tools") for row in rows]
+    settings = dict(max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size, device=cfg.device, tools=tools)
     generations = generate(model_dir, prompts, temperature=cfg.temperature, top_p=cfg.top_p, seed=ctx.seed,
                            num_samples=cfg.num_samples, **settings)
     greedy = generate(model_dir, prompts, **settings) if cfg.greedy else [None] * len(rows)
@@ -69,14 +72,14 @@ def run(cfg: Config, inputs: StageInputs, ctx: StageContext) -> dict:
         if not samples:
             continue
         columns = {k: [v] * len(samples) for k, v in row.items() if k != "prompt"}
-        scores = reward_fn(samples, **columns)
+        scores = call_reward(reward_fn, samples, [row["prompt"]] * len(samples), columns)
         reference = row.get(cfg.reference_field) if cfg.reference_field else None
         solved += max(scores) >= 1.0
         all_correct += min(scores) >= 1.0
         from_reference += bool(reference) and max(scores) < 1.0
         new = rank_pairs(row["prompt"], samples, scores, pairs_per_prompt=cfg.pairs_per_prompt,
                          min_margin=cfg.min_margin, reference=str(reference) if reference else None)
-        pairs.extend(_conversational(pair) if isinstance(row["prompt"], list) else pair for pair in new)
+        pairs.extend(_conversational(pair, row.get("tools")) if isinstance(row["prompt"], list) else pair for pair in new)
 
     out = Path(ctx.output_dir)
     tmp = out.with_name(out.name + ".tmp")
@@ -103,6 +106,30 @@ def run(cfg: Config, inputs: StageInputs, ctx: StageContext) -> dict:
         "provenance": {"model": str(model_dir), "reward": cfg.reward, **cfg.model_dump(), **stats},
         **stats,
     }
+
+
+def check_reward(name: str, rows: list[dict], data_path: object):
+    """Look up reward ``name`` and check it against the reward contract on every row; return it.
+
+    Raises:
+        UserError: naming the row, the reward, its function and the parameter nothing provides.
+    """
+    from weightsmith.errors import UserError
+    from weightsmith.rewards import get_reward
+    from weightsmith.rewards.contract import describe, signature_problem, training_only, unprovided
+
+    reward_fn = get_reward(name)
+    problem = signature_problem(reward_fn, name)
+    if problem:
+        raise UserError(f"{data_path}: {problem}")
+    for line_number, row in enumerate(rows, start=1):
+        for missing in unprovided(reward_fn, row, training=False):
+            what = training_only(missing, training=False) or (
+                f"the column '{missing}', which the row lacks (it has: {', '.join(sorted(row))}); add it to every "
+                "row, or give the parameter a default"
+            )
+            raise UserError(f"{data_path}, row {line_number}: reward '{name}' ({describe(reward_fn)}) needs {what}.")
+    return reward_fn
 
 
 def rank_pairs(
@@ -135,6 +162,7 @@ def rank_pairs(
     ]
 
 
-def _conversational(pair: dict) -> dict:
-    """Completions as one assistant message each, to go with a chat prompt."""
-    return {"prompt": pair["prompt"], **{k: [{"role": "assistant", "content": pair[k]}] for k in ("chosen", "rejected")}}
+def _conversational(pair: dict, tools: list | None = None) -> dict:
+    """Completions as one assistant message each, to go with a chat prompt (and the tools it was rendered with)."""
+    replies = {k: [{"role": "assistant", "content": pair[k]}] for k in ("chosen", "rejected")}
+    return {"prompt": pair["prompt"], **replies, **({"tools": tools} if tools else {})}

@@ -6,7 +6,9 @@ model's ``name_or_path`` — which is ``model_path``, because we load the policy
 resume the policy comes from the checkpoint and the reference still from ``model_path``.
 
 Rows are TRL's plain (strings, concatenated as is) or conversational format (messages, rendered
-with the chat template); one dataset uses one of the two.
+with the chat template, with the row's ``tools``); one dataset uses one of the two. Every pair is
+tokenized once before the model loads, as DPOTrainer would, and what ``max_length`` drops or cuts
+is counted (:func:`weightsmith.data.chat_prepare.prepare_preferences`); the trainer gets those tokens.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Literal
 
 from pydantic import Field
 
+from weightsmith.data.chat_prepare import TRUNCATION_FRACTION_HELP
 from weightsmith.errors import UserError
 from weightsmith.training.common import (
     FineTuneConfig,
@@ -22,6 +25,7 @@ from weightsmith.training.common import (
     StageInputs,
     load_causal_lm,
     load_tokenizer,
+    log_line,
     lora_config,
     prepare_output_dir,
     read_rows,
@@ -37,7 +41,15 @@ _PREFERENCE_KEYS = ("prompt", "chosen", "rejected")
 
 class Config(FineTuneConfig):
     lr: float = Field(5e-6, gt=0.0, description="Peak learning rate (AdamW).")
-    max_length: int = Field(512, ge=8, description="Tokens per prompt + response; longer pairs are truncated.")
+    max_length: int = Field(
+        512,
+        ge=8,
+        description="Tokens per prompt + response; a longer answer is cut at the end, and a pair whose prompt alone "
+        "fills it is dropped. Both are counted in the log and result.json.",
+    )
+    max_truncated_fraction: float = Field(
+        0.05, ge=0.0, le=1.0, description=TRUNCATION_FRACTION_HELP.format(what="pairs")
+    )
     beta: float = Field(0.1, gt=0.0, description="Strength of the pull towards the reference model (higher = closer).")
     loss_type: Literal["sigmoid", "ipo", "hinge", "robust"] = Field(
         "sigmoid", description="DPO loss variant: sigmoid (the DPO paper), ipo, hinge or robust."
@@ -51,7 +63,7 @@ class Config(FineTuneConfig):
 
 
 def check_preferences(rows: list[dict], data_path: object) -> tuple[list[dict], bool]:
-    """Keep prompt/chosen/rejected of each row; return them and whether they are conversational."""
+    """Keep prompt/chosen/rejected (and tools) of each row; return them and whether they are conversational."""
     pairs, conversational = [], None
     for line_number, row in enumerate(rows, start=1):
         kinds = {isinstance(row[key], list) for key in _PREFERENCE_KEYS}
@@ -68,7 +80,8 @@ def check_preferences(rows: list[dict], data_path: object) -> tuple[list[dict], 
             raise UserError(
                 f"{data_path}, row {line_number}: mixes plain and conversational rows; use one format per dataset."
             )
-        pairs.append({key: row[key] for key in _PREFERENCE_KEYS})
+        tools = {"tools": row["tools"]} if row.get("tools") else {}
+        pairs.append({key: row[key] for key in _PREFERENCE_KEYS} | tools)
     return pairs, bool(conversational)
 
 
@@ -81,10 +94,23 @@ def run(cfg: Config, inputs: StageInputs, ctx: StageContext) -> dict:
 
     from datasets import Dataset
     from transformers import set_seed
-    from trl import DPOConfig, DPOTrainer
+    from trl import DPOConfig
+
+    from weightsmith.data.chat import ChatRenderer
+    from weightsmith.data.chat_prepare import prepare_preferences, summary
+    from weightsmith.training.prepared_trainers import PreparedDPOTrainer
 
     set_seed(ctx.seed)
     tokenizer = load_tokenizer(tokenizer_path, "dpo", need_chat_template=conversational)
+    prepared = prepare_preferences(
+        pairs,
+        ChatRenderer(tokenizer, str(tokenizer_path)),
+        conversational=conversational,
+        max_length=cfg.max_length,
+        max_truncated_fraction=cfg.max_truncated_fraction,
+        data_path=inputs.data_path,
+    )
+    log_line(summary("dpo", prepared.report))
     model = load_causal_lm(model_dir, "dpo")
 
     args = DPOConfig(
@@ -95,14 +121,14 @@ def run(cfg: Config, inputs: StageInputs, ctx: StageContext) -> dict:
         loss_type=[cfg.loss_type, "sft"] if cfg.sft_weight > 0 else [cfg.loss_type],
         loss_weights=[1.0, cfg.sft_weight] if cfg.sft_weight > 0 else None,
     )
-    trainer = DPOTrainer(
+    trainer = PreparedDPOTrainer(
         model=model,
         ref_model=None,  # built from model_path (full) or the adapter-free policy (LoRA); see module doc
         args=args,
-        train_dataset=Dataset.from_list(pairs),
+        train_dataset=Dataset.from_list(prepared.examples),
         processing_class=tokenizer,
         peft_config=lora_config(cfg.lora),
     )
     result = train_with_resume(trainer, cfg, ctx)
     save_model_dir(trainer.model, tokenizer, ctx.output_dir)
-    return {**result, "lora": cfg.lora is not None}
+    return {**result, "lora": cfg.lora is not None, "data": prepared.report}

@@ -5,12 +5,13 @@ with the rewards (plain functions from :mod:`weightsmith.rewards`, the same ones
 turns the scores into advantages relative to the group and takes a clipped policy-gradient step.
 The dataset's other columns (e.g. ``answer``) reach each reward as keyword arguments.
 Plain-string prompts are continued as raw text; message-list prompts are rendered with the chat
-template (and an assistant generation prompt).
+template (with the row's ``tools``, and an assistant generation prompt). Every prompt is tokenized
+once before the model loads, a prompt too long for the model is refused
+(:func:`weightsmith.data.chat_prepare.prepare_prompts`), and the trainer generates from those tokens.
 """
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable
 from typing import Literal
 
@@ -23,6 +24,7 @@ from weightsmith.training.common import (
     StageInputs,
     load_causal_lm,
     load_tokenizer,
+    log_line,
     lora_config,
     prepare_output_dir,
     read_rows,
@@ -32,10 +34,6 @@ from weightsmith.training.common import (
     train_with_resume,
     trainer_arguments,
 )
-
-# Keyword arguments GRPOTrainer itself passes to every reward, besides the dataset's columns.
-_TRAINER_REWARD_KWARGS = {"prompts", "completions", "completion_ids", "trainer_state", "log_extra", "log_metric", "environments"}
-
 
 class Config(FineTuneConfig):
     lr: float = Field(1e-6, gt=0.0, description="Peak learning rate (AdamW).")
@@ -75,26 +73,34 @@ class Config(FineTuneConfig):
 
 
 def resolve_rewards(names: list[str], rows: list[dict], data_path: object) -> list[Callable]:
-    """Look up each reward and check every row carries the columns it requires."""
+    """Look up each reward, check it against the reward contract on every row, and adapt it for TRL.
+
+    The contract (:mod:`weightsmith.rewards.contract`) is the one the evals use, so a function that
+    passes here also scores an eval, and the other way round.
+
+    Raises:
+        UserError: before any model is loaded, naming the row, the reward, its function and the
+            parameter that no column provides.
+    """
     from weightsmith.rewards import get_reward
+    from weightsmith.rewards.contract import describe, for_trainer, signature_problem, unprovided
 
     functions = []
     for name in names:
         function = get_reward(name)
-        required = [
-            parameter.name
-            for parameter in inspect.signature(function).parameters.values()
-            if parameter.default is inspect.Parameter.empty
-            and parameter.kind not in (inspect.Parameter.VAR_KEYWORD, inspect.Parameter.VAR_POSITIONAL)
-            and parameter.name not in _TRAINER_REWARD_KWARGS
-        ]
+        problem = signature_problem(function, name)
+        if problem:
+            raise UserError(f"{data_path}: {problem}")
         for line_number, row in enumerate(rows, start=1):
-            missing = [column for column in required if column not in row]
+            missing = unprovided(function, row, training=True)
             if missing:
                 raise UserError(
-                    f"{data_path}, row {line_number}: reward '{name}' needs the column(s) {', '.join(missing)}."
+                    f"{data_path}, row {line_number}: reward '{name}' ({describe(function)}) needs the column(s) "
+                    f"{', '.join(missing)}, which the row lacks (it has: {', '.join(sorted(row))}); add them to "
+                    "every row, or give the parameters defaults."
                 )
-        functions.append(function)
+        # TRL logs each reward as rewards/<__name__>/mean: the registered name, or the function's.
+        functions.append(for_trainer(function, name.rpartition(":")[2]))
     return functions
 
 
@@ -112,10 +118,20 @@ def run(cfg: Config, inputs: StageInputs, ctx: StageContext) -> dict:
     from transformers import set_seed
     from trl import GRPOConfig
 
-    from weightsmith.training.grpo_resume import ResumableGRPOTrainer
+    from weightsmith.data.chat import ChatRenderer
+    from weightsmith.data.chat_prepare import prepare_prompts, summary
+    from weightsmith.training.prepared_trainers import ROW_COLUMN, PreparedGRPOTrainer
 
     set_seed(ctx.seed)
     tokenizer = load_tokenizer(tokenizer_path, "grpo", need_chat_template=conversational)
+    prepared = prepare_prompts(
+        rows,
+        ChatRenderer(tokenizer, str(tokenizer_path)),
+        max_completion_length=cfg.max_completion_length,
+        context=_context_length(model_dir),
+        data_path=inputs.data_path,
+    )
+    log_line(summary("grpo", prepared.report))
     model = load_causal_lm(model_dir, "grpo")
 
     args = GRPOConfig(
@@ -128,14 +144,29 @@ def run(cfg: Config, inputs: StageInputs, ctx: StageContext) -> dict:
         scale_rewards=cfg.scale_rewards,
         reward_weights=cfg.reward_weights,
     )
-    trainer = ResumableGRPOTrainer(
+    trainer = PreparedGRPOTrainer(
         model=model,
         reward_funcs=rewards,
         args=args,
-        train_dataset=Dataset.from_list(rows),
+        # TRL's dataset is the row numbers; generation and rewards get the rows themselves (see PreparedGRPOTrainer).
+        train_dataset=Dataset.from_dict({ROW_COLUMN: list(range(len(rows)))}),
         processing_class=tokenizer,
         peft_config=lora_config(cfg.lora),
+        rows=rows,
+        prompt_ids=[example["prompt_ids"] for example in prepared.examples],
     )
     result = train_with_resume(trainer, cfg, ctx)
     save_model_dir(trainer.model, tokenizer, ctx.output_dir)
-    return {**result, "lora": cfg.lora is not None, "rewards": cfg.reward_names}
+    return {**result, "lora": cfg.lora is not None, "rewards": cfg.reward_names, "data": prepared.report}
+
+
+def _context_length(model_dir: object) -> int | None:
+    """The model's ``max_position_embeddings`` (from its config, without loading weights), or None."""
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(str(model_dir))
+    except (ValueError, OSError, KeyError):
+        return None  # loading the model says what is wrong with it
+    value = getattr(config.get_text_config(), "max_position_embeddings", None)
+    return int(value) if isinstance(value, int) else None

@@ -1,15 +1,20 @@
 """Stage `sft`: supervised fine-tuning on chat data, loss on the assistant's tokens only.
 
-TRL's SFTTrainer renders each conversation with the tokenizer's chat template and, with
-``assistant_only_loss``, trains only on the ``{% generation %}`` spans — the assistant's content
-and its closing EOS, so the model learns to stop. Full fine-tuning or LoRA; adapters are merged
-into the base on save, so the output is a plain model directory.
+Every conversation is rendered with the tokenizer's chat template (its ``tools`` too), masked and
+cut to ``max_length`` once, before the model loads (:func:`weightsmith.data.chat_prepare.prepare_sft`):
+with ``assistant_only_loss`` only the answers train — each answer's content and its closing EOS,
+so the model learns to stop — and an answer with OpenAI's ``weight: 0`` never does. TRL's
+SFTTrainer then trains on exactly those tokens and labels. Full fine-tuning or LoRA; adapters are
+merged into the base on save, so the output is a plain model directory.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import Field
 
+from weightsmith.data.chat_prepare import TRUNCATION_FRACTION_HELP
 from weightsmith.errors import UserError
 from weightsmith.training.common import (
     FineTuneConfig,
@@ -17,6 +22,7 @@ from weightsmith.training.common import (
     StageInputs,
     load_causal_lm,
     load_tokenizer,
+    log_line,
     lora_config,
     prepare_output_dir,
     read_rows,
@@ -29,9 +35,20 @@ from weightsmith.training.common import (
 
 
 class Config(FineTuneConfig):
-    max_length: int = Field(512, ge=8, description="Tokens per conversation; longer ones are truncated at the end.")
+    max_length: int = Field(
+        512,
+        ge=8,
+        description="Tokens per conversation; a longer one is cut at the end (its last answer loses its end, "
+        "end-of-turn included) or, with no answer token left, dropped. Both are counted in the log and result.json.",
+    )
+    max_truncated_fraction: float = Field(
+        0.05, ge=0.0, le=1.0, description=TRUNCATION_FRACTION_HELP.format(what="conversations")
+    )
     assistant_only_loss: bool = Field(
-        True, description="Train on assistant turns only (needs {% generation %} markers in the chat template)."
+        True,
+        description="Train on assistant turns only. The answers are found by the chat template's {% generation %} "
+        "markers (ours has them; TRL adds them to Qwen, Llama and other templates it knows), else by rendering "
+        "the conversation up to each answer.",
     )
     padding_free: bool = Field(
         True,
@@ -48,21 +65,36 @@ class Config(FineTuneConfig):
 
 
 def check_conversations(rows: list[dict], data_path: object) -> list[dict]:
-    """Keep the ``messages`` of each row; every conversation needs an assistant turn to learn from."""
+    """Keep the ``messages`` (and ``tools``) of each row; every conversation needs an assistant turn to learn from."""
     conversations = []
     for line_number, row in enumerate(rows, start=1):
         messages = row["messages"]
         if not isinstance(messages, list) or not all(
-            isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str) for m in messages
+            isinstance(m, dict) and isinstance(m.get("role"), str)
+            # An assistant turn that only calls tools may have no text (OpenAI's content: null).
+            and (isinstance(m.get("content"), str) or (m.get("content") is None and m.get("tool_calls")))
+            for m in messages
         ):
             raise UserError(f"{data_path}, row {line_number}: messages must be a list of {{role, content}} strings.")
         if not any(m["role"] == "assistant" for m in messages):
             raise UserError(f"{data_path}, row {line_number}: the conversation has no assistant turn to train on.")
-        conversations.append({"messages": messages})
+        conversations.append({"messages": messages, **({"tools": row["tools"]} if row.get("tools") else {})})
     return conversations
 
 
 def run(cfg: Config, inputs: StageInputs, ctx: StageContext) -> dict:
+    trainer, report = build_trainer(cfg, inputs, ctx)
+    result = train_with_resume(trainer, cfg, ctx)
+    save_model_dir(trainer.model, trainer.processing_class, ctx.output_dir)
+    return {**result, "lora": cfg.lora is not None, "data": report}
+
+
+def build_trainer(cfg: Config, inputs: StageInputs, ctx: StageContext) -> tuple[Any, dict]:
+    """Everything before the first step: the checks, the data (prepared, counted or refused), the model.
+
+    Returns:
+        The SFTTrainer, and the data report for ``result.json`` (see :func:`prepare_sft`).
+    """
     rows = read_rows(inputs, "sft", "chat")
     conversations = check_conversations(rows, inputs.data_path)
     model_dir = require_model_dir(inputs, "sft")
@@ -72,20 +104,23 @@ def run(cfg: Config, inputs: StageInputs, ctx: StageContext) -> dict:
     from datasets import Dataset
     from transformers import set_seed
     from trl import SFTConfig, SFTTrainer
-    from trl.chat_template_utils import get_training_chat_template
+
+    from weightsmith.data.chat import ChatRenderer
+    from weightsmith.data.chat_prepare import prepare_sft, summary
 
     set_seed(ctx.seed)
     tokenizer = load_tokenizer(tokenizer_path, "sft", need_chat_template=True)
-    if cfg.assistant_only_loss:
-        try:
-            # None when the template already has generation markers; a patched one for templates TRL knows.
-            training_template = get_training_chat_template(tokenizer)
-        except ValueError as exc:
-            raise UserError(
-                f"stage 'sft': the chat template of {tokenizer_path} has no {{% generation %}} markers, so the "
-                "assistant's tokens cannot be told apart; set assistant_only_loss: false or use our tokenizer."
-            ) from exc
-        _check_an_answer_fits(tokenizer, training_template, conversations, cfg.max_length, inputs.data_path)
+    # Rendered, masked and cut here, before the model loads: a refusal costs no compute, and the
+    # trainer gets exactly the tokens and labels counted.
+    prepared = prepare_sft(
+        conversations,
+        ChatRenderer.for_training(tokenizer, tokenizer_path, cfg.assistant_only_loss),
+        max_length=cfg.max_length,
+        assistant_only_loss=cfg.assistant_only_loss,
+        max_truncated_fraction=cfg.max_truncated_fraction,
+        data_path=inputs.data_path,
+    )
+    log_line(summary("sft", prepared.report))
     model = load_causal_lm(model_dir, "sft")
     if cfg.padding_free:
         from weightsmith.training.attention import use_packed_attention
@@ -94,9 +129,11 @@ def run(cfg: Config, inputs: StageInputs, ctx: StageContext) -> dict:
 
     args = SFTConfig(
         **trainer_arguments(cfg, ctx),
-        # TRL refuses max_length with padding_free (it would not enforce it); we truncate below instead.
+        # The rows are cut to max_length already (TRL refuses max_length with padding_free: it would not
+        # enforce it); with padding, TRL's own cut finds nothing left to cut or drop.
         max_length=None if cfg.padding_free else cfg.max_length,
-        assistant_only_loss=cfg.assistant_only_loss,
+        # Our labels are the loss mask (answers only, weight-0 turns out); TRL keeps a dataset's labels as they are.
+        assistant_only_loss=False,
         packing=False,
         padding_free=cfg.padding_free,
         train_sampling_strategy="group_by_length" if cfg.group_by_length else "random",
@@ -104,35 +141,8 @@ def run(cfg: Config, inputs: StageInputs, ctx: StageContext) -> dict:
     trainer = SFTTrainer(
         model=model,
         args=args,
-        train_dataset=Dataset.from_list(conversations),
+        train_dataset=Dataset.from_list(prepared.examples),
         processing_class=tokenizer,
         peft_config=lora_config(cfg.lora),
     )
-    if cfg.padding_free:
-        trainer.train_dataset = _truncate(trainer.train_dataset, cfg.max_length)
-    result = train_with_resume(trainer, cfg, ctx)
-    save_model_dir(trainer.model, tokenizer, ctx.output_dir)
-    return {**result, "lora": cfg.lora is not None}
-
-
-def _check_an_answer_fits(
-    tokenizer, template: str | None, conversations: list[dict], max_length: int, data_path: object
-) -> None:
-    """Refuse, before any compute, a max_length that cuts every conversation before its answer."""
-    for conversation in conversations:
-        rendered = tokenizer.apply_chat_template(
-            conversation["messages"], chat_template=template, tokenize=True, return_dict=True,
-            return_assistant_tokens_mask=True,
-        )
-        if any(rendered["assistant_masks"][:max_length]):
-            return  # usually the first one: this costs one tokenization
-    raise UserError(
-        f"stage 'sft': max_length {max_length} cuts every conversation of {data_path} before the assistant's "
-        "answer, so there is nothing to learn; raise max_length."
-    )
-
-
-def _truncate(dataset, max_length: int):
-    """Cut tokenized conversations to ``max_length`` tokens, as TRL does when it pads; drop any left with no loss."""
-    dataset = dataset.map(lambda ex: {"input_ids": ex["input_ids"][:max_length], "labels": ex["labels"][:max_length]})
-    return dataset.filter(lambda ex: any(label != -100 for label in ex["labels"]))
+    return trainer, prepared.report
