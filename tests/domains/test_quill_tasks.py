@@ -29,11 +29,11 @@ def test_same_seed_same_tasks(splits):
 
 
 def test_split_sizes_and_no_shared_programs(splits):
-    assert {k: len(v) for k, v in splits.items()} == {"train": 120, "indist": 30, "heldout": 30}
+    assert {k: len(v) for k, v in splits.items()} == {"train": 120, "indist": 30, "heldout": 30, "phrasing": 30}
     keys = {name: {program_key(t.program) for t in tasks} for name, tasks in splits.items()}
-    assert not keys["train"] & keys["indist"]
-    assert not keys["train"] & keys["heldout"]
-    assert not keys["indist"] & keys["heldout"]
+    for a, b in [("train", "indist"), ("train", "heldout"), ("train", "phrasing"), ("indist", "heldout"),
+                 ("indist", "phrasing"), ("heldout", "phrasing")]:
+        assert not keys[a] & keys[b], (a, b)
 
 
 def test_heldout_split_is_disjoint_by_structure(splits):
@@ -61,7 +61,8 @@ def test_tasks_are_small_valid_and_mostly_single_statements(splits):
         program = parse(task.program)
         assert task.program == str(program)  # canonical form
         for stmt in program.statements:
-            if hasattr(stmt, "name"):
+            # A lone statement may go unnamed ("xs z of 20d vol"); several must be named, as they refer to each other.
+            if hasattr(stmt, "name") and len(program.statements) > 1:
                 assert stmt.name in task.request
         assert task.evaluate(task.program) == 1.0
     single = sum(t.n_statements == 1 for t in tasks) / len(tasks)
@@ -86,7 +87,8 @@ def test_row_formats(splits):
     assert chat[0]["messages"][2]["content"] == tasks[0].program
     assert [m["role"] for m in chat_rows(tasks, system=False)[0]["messages"]] == ["user", "assistant"]
     prompts = prompt_rows(tasks)
-    assert set(prompts[0]) == {"prompt", "reference", "task_id"}
+    assert set(prompts[0]) == {"prompt", "reference", "task_id", "families"}
+    assert prompts[0]["families"] == list(tasks[0].families) and tasks[0].families
     assert prompts[0]["prompt"][-1] == {"role": "user", "content": tasks[0].request}
     assert eval_rows(tasks)[0]["split"] == "indist"
 
@@ -139,18 +141,22 @@ def test_manual_programs_parse_and_never_show_heldout_pairs(manual):
 
 def test_build_datasets_writes_valid_files(tmp_path):
     paths = build_datasets(tmp_path / "out", seed=1, n_train=40, n_test=10, n_manual_examples=10)
-    assert set(paths) == {"manual", "tasks_train", "prompts_train", "eval_indist", "eval_heldout", "provenance"}
+    assert set(paths) == {"manual", "tasks_train", "prompts_train", "eval_indist", "eval_heldout", "eval_phrasing",
+                          "provenance"}
     rows = {}
-    for name in ("tasks_train", "prompts_train", "eval_indist", "eval_heldout"):
+    for name in ("tasks_train", "prompts_train", "eval_indist", "eval_heldout", "eval_phrasing"):
         lines = paths[name].read_text(encoding="utf-8").splitlines()
         rows[name] = [json.loads(line) for line in lines]
     assert len(rows["tasks_train"]) == len(rows["prompts_train"]) == 40
-    assert len(rows["eval_indist"]) == len(rows["eval_heldout"]) == 10
+    assert len(rows["eval_indist"]) == len(rows["eval_heldout"]) == len(rows["eval_phrasing"]) == 10
     assert all(r["messages"][-1]["role"] == "assistant" for r in rows["tasks_train"])
     assert {r["split"] for r in rows["eval_heldout"]} == {"heldout"}
-    for row in rows["eval_indist"] + rows["eval_heldout"]:
+    assert {r["split"] for r in rows["eval_phrasing"]} == {"phrasing"}
+    evals = rows["eval_indist"] + rows["eval_heldout"] + rows["eval_phrasing"]
+    for row in evals:
         parse(row["reference"])
-    eval_keys = {program_key(r["reference"]) for r in rows["eval_indist"] + rows["eval_heldout"]}
+        assert row["families"]  # which phrase-book families worded it
+    eval_keys = {program_key(r["reference"]) for r in evals}
     train_keys = {program_key(r["reference"]) for r in rows["prompts_train"]}
     assert not eval_keys & train_keys
     manual_files = list(paths["manual"].rglob("*.md"))
@@ -159,7 +165,11 @@ def test_build_datasets_writes_valid_files(tmp_path):
     assert not eval_keys & manual_keys
     provenance = json.loads(paths["provenance"].read_text())
     assert provenance["seed"] == 1 and provenance["counts"]["train"] == 40
+    assert provenance["counts"]["eval_phrasing"] == 10
     assert provenance["generator_version"]
+    per_family = provenance["phrasebook"]["requests_per_family"]
+    assert sum(per_family["phrasing"][f] for f, spec in provenance["phrasebook"]["families"].items()
+               if spec["role"] == "heldout" and f in per_family["phrasing"]) == 10
     assert not [p for p in (tmp_path / "out").iterdir() if p.name.startswith(".quill-build")]
 
     again = build_datasets(tmp_path / "again", seed=1, n_train=40, n_test=10, n_manual_examples=10)

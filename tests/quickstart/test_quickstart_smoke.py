@@ -23,16 +23,24 @@ def smoke(tmp_path_factory):
     return CLI(root / "ws"), json.loads(proc.stdout)
 
 
+TABLE_KPIS = ("exec_accuracy_phrasing", "exec_accuracy_indist", "exec_accuracy_heldout", "parse_rate")
+
+
 def test_every_stage_has_a_model_and_kpis_with_intervals(smoke):
     cli, doc = smoke
     assert [s["stage"] for s in doc["stages"]] == ["pretrain", "sft", "dpo", "grpo"]
+    assert 0 < doc["elapsed_s"] < 900
     for stage in doc["stages"]:
         assert stage["model"].startswith("quill@v")
-        for kpi in ("exec_accuracy_indist", "exec_accuracy_heldout", "parse_rate"):
+        for kpi in TABLE_KPIS:
             entry = stage["kpis"][kpi]
             assert 0.0 <= entry["value"] <= 1.0
             lo, hi = entry["ci"]
             assert lo <= entry["value"] <= hi
+        # Which held-out wordings the model misreads: every phrasing request counted under its family.
+        by_family = stage["phrasing_by_family"]
+        assert sum(f["n"] for f in by_family.values()) == stage["kpis"]["exec_accuracy_phrasing"]["n"]
+        assert all(0 <= f["correct"] <= f["n"] for f in by_family.values())
     versions = [v for v in cli.json("models", "list") if v["name"] == "quill"]
     assert [v["stage"] for v in versions] == ["pretrain", "sft", "dpo", "grpo"]
     assert versions[2]["parent"] == versions[1]["ref"]  # dpo starts from sft
@@ -43,12 +51,12 @@ def test_each_stage_is_compared_with_the_one_before_and_the_ablation_with_sft(sm
     for parent, stage in zip(doc["stages"], doc["stages"][1:]):
         comparison = stage["vs_parent"]
         assert comparison["parent"] == parent["model"]
-        for kpi in ("exec_accuracy_indist", "exec_accuracy_heldout", "parse_rate"):
+        for kpi in TABLE_KPIS:
             entry = comparison[kpi]
             assert entry["ci"][0] <= entry["diff"] <= entry["ci"][1] and 0.0 <= entry["p_value"] <= 1.0
     ablation = doc["ablation"]
     assert ablation["model"].startswith("quill-scratch@v")
-    assert set(ablation["pretrained_vs_random"]) == {"exec_accuracy_indist", "exec_accuracy_heldout", "parse_rate"}
+    assert set(ablation["pretrained_vs_random"]) == set(TABLE_KPIS)
     scratch = [v for v in cli.json("models", "list") if v["name"] == "quill-scratch"]
     assert [v["stage"] for v in scratch] == ["pretrain", "sft"] and scratch[0]["parent"] is None
 
@@ -60,7 +68,8 @@ def test_files_a_user_can_read_and_copy(smoke):
     for key in ("pipeline", "suite"):
         assert Path(doc[key]).is_file()
     data = Path(doc["pipeline"]).parent / "data"
-    for name in ("tasks_train.jsonl", "prompts_train.jsonl", "eval_indist.jsonl", "eval_heldout.jsonl", "provenance.json"):
+    for name in ("tasks_train.jsonl", "prompts_train.jsonl", "eval_indist.jsonl", "eval_heldout.jsonl",
+                 "eval_phrasing.jsonl", "provenance.json"):
         assert (data / name).is_file()
     assert any((data / "manual").glob("*.md"))
 
@@ -80,7 +89,7 @@ def test_eval_runs_and_gate_are_recorded(smoke):
     for stage in doc["stages"]:
         report = cli.json("eval", "report", str(stage["eval_run"]))
         assert report["run"]["model"] == stage["model"]
-        assert set(report["run"]["kpis"]) >= {"exec_accuracy_indist", "exec_accuracy_heldout", "parse_rate"}
+        assert set(report["run"]["kpis"]) >= set(TABLE_KPIS)
     gate = doc["gate"]
     assert gate["candidate"] == doc["stages"][-1]["model"] and isinstance(gate["passed"], bool)
     assert {r["kpi"] for r in gate["rules"]} >= {"exec_accuracy_indist", "parse_rate"}

@@ -219,7 +219,7 @@ lookbacks, so `ts_max(delta(close, 5), 10)` is first defined on day 5 + 9 = 14:
 
 Volatility is the rolling standard deviation of returns:
 
-{show("signal vol20 = ts_std(returns, 20)")}
+{show("signal realized_vol = ts_std(returns, 20)")}
 
 A volume surprise compares today's volume with its recent history:
 
@@ -500,7 +500,7 @@ make two people's versions of the same idea look alike.
 
 ## Names
 
-- Name signals for what they mean, not how they are computed: `mom`, `rev`, `value`, `vol20`,
+- Name signals for what they mean, not how they are computed: `mom`, `rev`, `value`, `realized_vol`,
   not `rank_delta_close_5`.
 - Name filters for the assets they keep: `liquid`, `tradable`, `calm`.
 - Use lower case and underscores. Never reuse a name: Quill forbids it, and a reader would too.

@@ -2,18 +2,18 @@
 
 Grammar (one statement per line; a line may continue inside parentheses; '#' starts a comment):
 
-    program    := statement (NEWLINE statement)*
-    statement  := 'signal' NAME '=' expr
-                | 'filter' NAME '=' expr
-                | 'portfolio' KIND '(' expr (',' ('where' '=' expr | 'top' '=' NUMBER))* ')'
-    expr       := and_expr ('or' and_expr)*
-    and_expr   := not_expr ('and' not_expr)*
-    not_expr   := 'not' not_expr | comparison
-    comparison := sum (('>' | '>=' | '<' | '<=' | '==' | '!=') sum)?
-    sum        := product (('+' | '-') product)*
-    product    := unary (('*' | '/') unary)*
-    unary      := '-' unary | primary
-    primary    := NUMBER | NAME | NAME '(' [expr (',' expr)*] ')' | '(' expr ')'
+    program    ::= statement (NEWLINE statement)*
+    statement  ::= 'signal' NAME '=' expr
+                 | 'filter' NAME '=' expr
+                 | 'portfolio' KIND '(' expr (',' ('where' '=' expr | 'top' '=' NUMBER))* ')'
+    expr       ::= and_expr ('or' and_expr)*
+    and_expr   ::= not_expr ('and' not_expr)*
+    not_expr   ::= 'not' not_expr | comparison
+    comparison ::= sum (('>' | '>=' | '<' | '<=' | '==' | '!=') sum)?
+    sum        ::= product (('+' | '-') product)*
+    product    ::= unary (('*' | '/') unary)*
+    unary      ::= '-' unary | primary
+    primary    ::= NUMBER | NAME | NAME '(' [expr (',' expr)*] ')' | '(' expr ')'
 """
 
 from __future__ import annotations
