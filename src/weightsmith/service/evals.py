@@ -1,0 +1,264 @@
+"""Evaluation and gate verbs: run a KPI suite, read a run and its report, a model's history, gate a candidate.
+
+A suite is named by a file path (local callers) or given inline as a mapping (any caller). ``evals.start``
+and ``gates.start`` queue the work as a job that a worker runs (what the REST API and the MCP server
+offer: no remote call blocks for minutes); ``evals.run`` and ``gates.run`` compute in the calling
+process and return when done (the CLI waits inline).
+A gate that refuses is not an error of the call: its verdict says ``passed: false`` and every rule;
+the CLI turns that into exit 3.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from weightsmith.errors import UserError
+from weightsmith.service.context import Context
+from weightsmith.service.jobs import JobInfo
+from weightsmith.service.verbs import verb
+
+
+class SuiteSource(BaseModel):
+    """Where a suite comes from: a YAML file on this machine (local callers), or the suite itself."""
+
+    suite_path: str | None = Field(None, description="a suite YAML on this machine (not allowed for remote callers)")
+    suite: dict[str, Any] | None = Field(None, description="the suite as a mapping (name, kpis, ...)")
+
+    @model_validator(mode="after")
+    def _one_suite(self) -> SuiteSource:
+        if (self.suite_path is None) == (self.suite is None):
+            raise ValueError("give exactly one of 'suite_path' or 'suite'")
+        return self
+
+    def resolved(self, ctx: Context) -> str | Path | dict:
+        if self.suite is not None:
+            if ctx.actor.remote and _names_files(self.suite):
+                raise UserError("suite: a remote client's KPIs read workspace datasets ('data: NAME@vN', uploaded with "
+                                "datasets.add), not files ('path', 'retention_suite').")
+            return self.suite
+        return ctx.local_path(self.suite_path, "suite_path")
+
+
+def _names_files(suite: dict[str, Any]) -> bool:
+    """Whether a suite reads files (a KPI's ``path``, a ``retention_suite``) rather than workspace datasets."""
+    kpis = suite.get("kpis") or {}
+    items = kpis.values() if isinstance(kpis, dict) else kpis
+    return "retention_suite" in suite or any(isinstance(k, dict) and "path" in k for k in items)
+
+
+def model_ref(ctx: Context, ref: str, key: str) -> str:
+    """A model a caller named: a registry ref, or a local folder (checked against the allow-list for remote callers)."""
+    if "@" in ref:
+        return ref
+    if "/" in ref or ref.startswith((".", "~")):
+        return str(ctx.local_path(ref, key))
+    # A bare NAME is the newest version; for a remote caller it must never fall through to a folder
+    # of that name in the server's working directory.
+    return f"{ref}@latest" if ctx.actor.remote else ref
+
+
+class KpiValue(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    value: float | None
+    ci: list[float | None] = Field(description="95% interval [low, high]")
+    n: int
+    metric: str
+    aggregate: str
+    direction: str
+    target: float | None
+    met_target: bool | None
+    retention: bool
+
+
+class EvalRunInfo(BaseModel):
+    """One stored run of a suite on a model: every KPI with its 95% interval."""
+
+    model_config = ConfigDict(extra="allow")
+    run: int
+    model: str
+    suite: str
+    suite_hash: str
+    device: str
+    seconds: float
+    created_at: str
+    kpis: dict[str, KpiValue]
+    html: str | None = Field(None, description="the report page written, when one was asked for")
+
+
+class RunEval(SuiteSource):
+    model: str = Field(description="the version to evaluate: NAME@vN, NAME@ALIAS, NAME (newest)")
+    device: str | None = Field(None, description="auto | cpu | cuda (default: the suite's)")
+
+
+@verb("evals.run", scope="train", mutating=True, local_only=True,
+      target=lambda req, res: f"eval run {res.run}" if res else req.model)
+def run_eval(ctx: Context, req: RunEval) -> EvalRunInfo:
+    """Run a KPI suite on a model version and store every example's prediction and score; blocks until done.
+
+    Emits ``eval_started`` once the suite, its data and the model have been checked (before any generation).
+    """
+    from weightsmith.evals.run import run_suite
+
+    model = model_ref(ctx, req.model, "model")
+    return EvalRunInfo(**run_suite(ctx.workspace, req.resolved(ctx), model, device=req.device,
+                                   on_start=lambda: ctx.emit("eval_started", model=req.model)))
+
+
+class EvalRunRef(BaseModel):
+    run: int = Field(description="the eval run's id")
+
+
+@verb("evals.show", scope="read")
+def show_eval(ctx: Context, req: EvalRunRef) -> EvalRunInfo:
+    """One stored eval run: its KPIs with intervals, the model and suite."""
+    from weightsmith.evals.run import get_run, run_dict
+
+    run = get_run(ctx.workspace, req.run)
+    with ctx.workspace.session() as s:
+        return EvalRunInfo(**run_dict(s, s.merge(run)))
+
+
+class EvalReport(BaseModel):
+    """A run's report: its KPIs, the gate that judged it, the baseline's run, the worst examples and history."""
+
+    model_config = ConfigDict(extra="allow")
+    run: EvalRunInfo
+    gate: dict[str, Any] | None
+    baseline: dict[str, Any] | None
+    worst: dict[str, list[dict[str, Any]]]
+    history: dict[str, Any] | None
+    html: str | None = Field(None, description="the self-contained HTML page, when asked for")
+
+
+class ReportRequest(EvalRunRef):
+    gate: int | None = Field(None, description="the gate to show (default: the newest that judged the run)")
+    html: bool = Field(False, description="also render the self-contained HTML page into 'html'")
+
+
+@verb("evals.report", scope="read")
+def eval_report(ctx: Context, req: ReportRequest) -> EvalReport:
+    """A run's report (and, with html, the self-contained page: KPI table, intervals, plots, worst examples)."""
+    from weightsmith.evals.report import render_html, report
+
+    doc = report(ctx.workspace, req.run, gate_id=req.gate)
+    page = render_html(doc) if req.html else None
+    doc.pop("scores", None)
+    return EvalReport(**doc, html=page)
+
+
+class HistoryRequest(BaseModel):
+    model: str = Field(description="the model's name")
+    suite: str | None = Field(None, description="only this suite's runs")
+
+
+class EvalHistory(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    model: str
+    suites: list[str]
+    versions: list[dict[str, Any]]
+
+
+@verb("evals.history", scope="read")
+def eval_history(ctx: Context, req: HistoryRequest) -> EvalHistory:
+    """A model's KPIs across its versions (the newest run of each suite on each version)."""
+    from weightsmith.evals.report import history
+
+    return EvalHistory(**history(ctx.workspace, req.model, suite=req.suite))
+
+
+class GateVerdict(BaseModel):
+    """A gate's verdict: every rule (floor, max regression, paired test) with its numbers."""
+
+    model_config = ConfigDict(extra="allow")
+    gate: int
+    passed: bool
+    candidate: str
+    baseline: str | None
+    baseline_ref: str | None
+    alias: str | None
+    floors_only: bool
+    note: str | None
+    suite: str
+    rules: list[dict[str, Any]]
+    runs: dict[str, int | None]
+    kpis: dict[str, Any]
+
+
+class RunGate(SuiteSource):
+    candidate: str = Field(description="the version to judge, NAME@vN")
+    baseline: str | None = Field(None, description="NAME@ALIAS (usually NAME@champion) or NAME@vN; none: floors only")
+    device: str | None = None
+    rerun: bool = Field(False, description="evaluate again even if a run of this suite on the version is stored")
+
+
+@verb("gates.run", scope="train", mutating=True, local_only=True,
+      target=lambda req, res: f"gate {res.gate}" if res else req.candidate)
+def run_gate(ctx: Context, req: RunGate) -> GateVerdict:
+    """May a candidate replace its baseline? Evaluates both (reusing stored runs), applies every rule, stores the verdict.
+
+    A refusal is a verdict (``passed: false``), not an error. Promote a passing candidate with ``models.promote``.
+    """
+    from weightsmith.evals.gate import run_gate as gate
+
+    candidate = model_ref(ctx, req.candidate, "candidate")
+    baseline = model_ref(ctx, req.baseline, "baseline") if req.baseline else None
+    return GateVerdict(**gate(ctx.workspace, req.resolved(ctx), candidate, baseline, device=req.device,
+                              reuse=not req.rerun))
+
+
+class GateRef(BaseModel):
+    gate: int = Field(description="the gate's id")
+
+
+@verb("gates.show", scope="read")
+def show_gate(ctx: Context, req: GateRef) -> GateVerdict:
+    """A stored gate verdict, rule by rule."""
+    from weightsmith.evals.gate import show_gate as show
+
+    return GateVerdict(**show(ctx.workspace, req.gate))
+
+
+# -- the same work as jobs ------------------------------------------------------------------------
+def _start(ctx: Context, kind: str, model: str, suite: str | Path | dict, config: dict[str, Any]):
+    from weightsmith.evals.suite import load_suite
+    from weightsmith.jobs.queue import submit_job
+    from weightsmith.workspace.registry import resolve_model
+
+    resolved = resolve_model(ctx.workspace, model)
+    if resolved.get("id") is None:
+        raise UserError(f"model: an {kind} job evaluates a registered version (NAME@vN or NAME@ALIAS), not a folder.")
+    loaded = load_suite(suite)  # every KPI key checked now, not when the worker gets to it
+    payload = {"kind": kind, "config": {"suite": loaded.name, **config}, "seed": 0,
+               "model_name": resolved["ref"].partition("@")[0], "model": resolved, "data": None, "tokenizer": None}
+    if isinstance(suite, dict):
+        payload["suite"] = suite
+    else:
+        payload["suite_path"] = str(Path(suite).resolve())
+    job, _created = submit_job(ctx.workspace, kind=kind, stage=kind, payload=payload)
+    return JobInfo(**job)
+
+
+@verb("evals.start", scope="train", mutating=True, target=lambda req, res: f"job {res.id}" if res else req.model)
+def start_eval(ctx: Context, req: RunEval) -> JobInfo:
+    """Queue a KPI suite run on a model version as a job; returns the job at once.
+
+    Poll ``jobs.show`` until it has ended; its last run's ``result`` holds the eval run's id (``run``)
+    and the KPIs; ``evals.show`` and ``evals.report`` read the stored run.
+    """
+    return _start(ctx, "eval", model_ref(ctx, req.model, "model"), req.resolved(ctx), {"device": req.device})
+
+
+@verb("gates.start", scope="train", mutating=True, target=lambda req, res: f"job {res.id}" if res else req.candidate)
+def start_gate(ctx: Context, req: RunGate) -> JobInfo:
+    """Queue a gate of a candidate against its baseline as a job; returns the job at once.
+
+    Poll ``jobs.show`` until it has ended: a passing gate's job succeeds, a refusing one fails with the
+    rules that failed; either way its last run's ``result`` holds the verdict (``gate``, ``passed``,
+    ``rules``) and ``gates.show`` reads it. Then ``models.promote`` moves the alias if it passed.
+    """
+    baseline = model_ref(ctx, req.baseline, "baseline") if req.baseline else None
+    return _start(ctx, "gate", model_ref(ctx, req.candidate, "candidate"), req.resolved(ctx),
+                  {"baseline": baseline, "device": req.device})
