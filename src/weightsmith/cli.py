@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from weightsmith import cli_evals, cli_service
+from weightsmith.cli_render import dump, emit, local_context, open_workspace, table
 from weightsmith.errors import GateRefused, UserError, describe_unexpected
 
 
@@ -101,6 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--until-idle", action="store_true", help="exit when nothing is queued or running")
     p.add_argument("--max-jobs", type=int)
     p.add_argument("--poll", type=float, default=1.0, help="seconds between looks for work")
+    p.add_argument("--all-projects", action="store_true",
+                   help="run every project's jobs, not only --project's (one worker for an API or MCP server)")
 
     p = verbs.add_parser("quickstart", parents=[common], help="the whole lifecycle on the shipped Quill domain")
     p.add_argument("--dir", default="quickstart-workspace", help="a new folder for the quickstart's workspace")
@@ -123,35 +126,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # -- output ------------------------------------------------------------------------------
-def _console():
-    from rich.console import Console
-
-    return Console(stderr=False, highlight=False)
-
-
-def _table(title: str, columns: list[str], rows: list[list[Any]]) -> None:
-    from rich.table import Table
-
-    table = Table(title=title, title_justify="left")
-    for c in columns:
-        table.add_column(c)
-    for row in rows:
-        table.add_row(*["" if v is None else str(v) for v in row])
-    _console().print(table)
-
-
-def _emit(args, doc: Any, human) -> None:
-    if getattr(args, "json", False):
-        sys.stdout.write(json.dumps(doc, default=str) + "\n")
-    else:
-        human(doc)
+_table = table
+_emit = emit
 
 
 # -- verbs -------------------------------------------------------------------------------
-def _open(args):
-    from weightsmith.workspace import Workspace
-
-    return Workspace.open(getattr(args, "workspace", None), project=getattr(args, "project", None))
+_open = open_workspace
 
 
 def cmd_init(args) -> int:
@@ -165,11 +145,12 @@ def cmd_init(args) -> int:
 
 
 def cmd_data(args) -> int:
-    from weightsmith.data.ingest import add_dataset, list_datasets, resolve_dataset
+    from weightsmith.service import datasets
 
-    ws = _open(args)
+    ctx = local_context(args)
     if args.action == "add":
-        doc = add_dataset(ws, args.name, args.path, args.format, max_chars=args.max_chars)
+        doc = dump(datasets.add_dataset(ctx, {"name": args.name, "format": args.format, "path": args.path,
+                                              "max_chars": args.max_chars}))
         _emit(
             args,
             doc,
@@ -180,26 +161,42 @@ def cmd_data(args) -> int:
             ),
         )
     elif args.action == "list":
-        doc = list_datasets(ws)
+        doc = dump(datasets.list_datasets(ctx, {}))["versions"]
         _emit(args, doc, lambda d: _table("datasets", ["ref", "format", "rows", "tokens (est.)", "dups", "hash", "created"],
               [[r["ref"], r["format"], r["rows"], r["tokens_estimate"], r["duplicates"], r["hash"][:12], r["created_at"]] for r in d]))
     else:
-        doc = resolve_dataset(ws, args.ref)
+        doc = dump(datasets.show_dataset(ctx, {"ref": args.ref}))
         _emit(args, doc, lambda d: print(json.dumps(d, indent=2)))
     return 0
 
 
 def cmd_run(args) -> int:
-    from weightsmith.config import load_pipeline
-    from weightsmith.jobs.pipeline import submit_pipeline
+    from weightsmith.service import pipelines
 
-    spec = load_pipeline(args.pipeline, args.overrides)
-    ws = _open(args)
-    submitted = submit_pipeline(ws, spec, source=str(Path(args.pipeline).resolve()), idempotency_key=args.idempotency_key)
+    ctx = local_context(args)
+    request = {"path": args.pipeline, "overrides": args.overrides, "idempotency_key": args.idempotency_key}
+    submitted = dump(_submit_waiting_for_the_first(ctx, pipelines.submit, request))
     if args.detach:
-        _emit(args, submitted, lambda d: print(f"Queued pipeline {d['pipeline']} ({len(d['jobs'])} jobs); run 'weightsmith worker'."))
+        _emit(args, submitted, lambda d: print(
+            f"{'Already queued as' if d['replayed'] else 'Queued'} pipeline {d['pipeline']} ({len(d['jobs'])} jobs); "
+            "run 'weightsmith worker'."))
         return 0
-    return _run_inline(args, ws, submitted)
+    return _run_inline(args, ctx.workspace, submitted)
+
+
+def _submit_waiting_for_the_first(ctx, submit, request, wait_s: float = 120.0):
+    """A person at the terminal waits while an earlier request with the same idempotency key is still being
+    submitted, then gets its answer (the REST API answers 409 instead and lets the client retry)."""
+    from weightsmith.errors import Conflict
+
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            return submit(ctx, request)
+        except Conflict:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
 
 
 def _stage_printer(enabled: bool):
@@ -240,34 +237,34 @@ def _run_inline(args, ws, submitted: dict) -> int:
 
 
 def cmd_jobs(args) -> int:
-    from weightsmith.jobs import queue
+    from weightsmith.jobs.queue import stale_after_s
+    from weightsmith.service import jobs
 
-    ws = _open(args)
+    ctx = local_context(args)
     if args.action == "list":
-        doc = queue.list_jobs(ws, state=args.state, pipeline_id=args.pipeline)
+        doc = dump(jobs.list_jobs(ctx, {"state": args.state, "pipeline": args.pipeline}))["jobs"]
         _emit(args, doc, lambda d: _table("jobs", ["id", "pipeline", "stage", "kind", "state", "attempts", "error"],
               [[j["id"], j["pipeline"], j["stage"], j["kind"], j["state"], j["attempts"], (j["error"] or "")[:60]] for j in d]))
     elif args.action == "show":
-        doc = queue.show_job(ws, args.id)
+        doc = dump(jobs.show_job(ctx, {"id": args.id}))
         _emit(args, doc, lambda d: print(json.dumps(d, indent=2, default=str)))
     elif args.action == "metrics":
-        doc = queue.job_metrics(ws, args.id)
+        doc = dump(jobs.read_metrics(ctx, {"id": args.id}))["points"]
         _emit(args, doc, _print_metrics)
     elif args.action == "logs":
-        paths = queue.job_log_paths(ws, args.id)
-        texts = [{"log": p, "text": Path(p).read_text(errors="replace") if Path(p).exists() else ""} for p in paths]
-        _emit(args, texts, lambda d: [print(f"==> {t['log']} <==\n{t['text']}") for t in d])
+        doc = dump(jobs.read_logs(ctx, {"id": args.id}))
+        _emit(args, doc, lambda d: sys.stdout.write(d["text"]))
     elif args.action == "cancel":
-        doc = queue.cancel_job(ws, args.id)
-        window = queue.stale_after_s(ws)
+        doc = dump(jobs.cancel_job(ctx, {"id": args.id}))
+        window = stale_after_s(ctx.workspace)
         _emit(args, doc, lambda d: print(
             f"job {d['id']}: {d['error']}" if d["state"] == "cancelled" else
             f"job {d['id']}: cancel requested; its worker stops the stage within seconds (if that worker is gone, "
             f"the job is cancelled once its heartbeat is {window:g} s old: by any worker, or by cancelling it again)"))
     elif args.action == "retry":
-        doc = queue.retry_job(ws, args.id)
+        doc = dump(jobs.retry_job(ctx, {"id": args.id}))
         _emit(args, doc, lambda d: print(
-            f"job {d['id']} re-queued" + (": its worker had stopped heart-beating" if d["requeued_from"] == "running"
+            f"job {d['id']} re-queued" + (": its worker had stopped heart-beating" if d.get("requeued_from") == "running"
                                           else "") + " (its checkpoints are kept; run a worker)"))
     return 0
 
@@ -289,7 +286,7 @@ def cmd_worker(args) -> int:
     from weightsmith.jobs.worker import Worker
 
     ws = _open(args)
-    worker = Worker(ws, poll_s=args.poll)
+    worker = Worker(ws, poll_s=args.poll, all_projects=args.all_projects)
     signal.signal(signal.SIGTERM, worker.stop)
     ran = worker.run(until_idle=args.until_idle, max_jobs=args.max_jobs)
     _emit(args, {"worker": worker.name, "jobs_run": ran}, lambda d: print(f"worker {d['worker']} ran {d['jobs_run']} job(s)"))
@@ -349,17 +346,17 @@ def cmd_quickstart(args) -> int:
 
 
 def cmd_models(args) -> int:
-    from weightsmith.workspace.registry import list_versions, show_version
+    from weightsmith.service import models
 
     if args.action in cli_evals.MODEL_COMMANDS:
         return cli_evals.MODEL_COMMANDS[args.action](args)
-    ws = _open(args)
+    ctx = local_context(args)
     if args.action == "list":
-        doc = list_versions(ws)
+        doc = dump(models.list_models(ctx, {}))["versions"]
         _emit(args, doc, lambda d: _table("models", ["ref", "stage", "parent", "data", "run", "path"],
               [[v["ref"], v["stage"], v["parent"], ", ".join(v["data"]), v["run"], v["path"]] for v in d]))
     else:
-        doc = show_version(ws, args.ref)
+        doc = dump(models.show_model(ctx, {"ref": args.ref}))
         _emit(args, doc, _print_model)
     return 0
 

@@ -2,7 +2,8 @@
 
 ``cli.py`` wires these in with :func:`add_parsers` / :data:`COMMANDS` (top-level verbs) and
 :func:`add_model_parsers` / :data:`MODEL_COMMANDS` (subverbs of ``models``). Each handler is a
-thin call into :mod:`weightsmith.evals` or :mod:`weightsmith.workspace.aliases`.
+thin call of a :mod:`weightsmith.service` verb (``evals``, ``gates``, ``models``), rendered by
+:mod:`weightsmith.cli_render`.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from weightsmith.cli_render import dump, emit, local_context, table
 from weightsmith.errors import GateRefused, UserError, shorten
 
 EVAL_USAGE = (
@@ -59,10 +61,6 @@ def add_model_parsers(models, common: argparse.ArgumentParser) -> None:
 
 
 # -- handlers -----------------------------------------------------------------------------------
-def _base():
-    from weightsmith import cli
-
-    return cli
 
 
 def _fmt(x) -> str:
@@ -89,54 +87,53 @@ def cmd_eval(args) -> int:
         raise UserError(f"unexpected arguments {shorten(' '.join(rest))}; usage: {EVAL_USAGE}")
     if not args.model:
         raise UserError("'weightsmith eval SUITE' needs --model NAME@vN (the version to evaluate).")
-    from weightsmith.evals.run import run_suite
+    from weightsmith.service import evals
 
-    cli = _base()
-    ws = cli._open(args)
+    ctx = local_context(args)
     html = _html_path(args.html) if args.html else None
-    quiet = getattr(args, "json", False)
-    doc = run_suite(ws, first, args.model, device=args.device, on_start=None if quiet else lambda: print(
-        f"Evaluating {args.model} on {first} ...", file=sys.stderr, flush=True))
+    if not getattr(args, "json", False):
+        ctx.events = lambda event, _data: print(f"Evaluating {args.model} on {first} ...", file=sys.stderr, flush=True)
+    doc = dump(evals.run_eval(ctx, {"suite_path": first, "model": args.model, "device": args.device}))
     if html is not None:
-        doc["html"] = _write_html(ws, doc["run"], None, html)
+        page = evals.eval_report(ctx, {"run": doc["run"], "html": True}).html
+        html.write_text(page, encoding="utf-8")
+        doc["html"] = str(html)
 
     def human(d: dict) -> None:
-        cli._table(f"eval run {d['run']}: {d['suite']} on {d['model']} ({d['seconds']:.1f}s)",
-                   ["KPI", "metric", "value", "95% CI", "n", "target", "met"], _kpi_rows(d["kpis"]))
+        table(f"eval run {d['run']}: {d['suite']} on {d['model']} ({d['seconds']:.1f}s)",
+              ["KPI", "metric", "value", "95% CI", "n", "target", "met"], _kpi_rows(d["kpis"]))
         print(f"Wrote {d['html']}" if d.get("html") else f"Report: weightsmith eval report {d['run']} --html report.html")
 
-    cli._emit(args, doc, human)
+    emit(args, doc, human)
     return 0
 
 
 def _run_id(text: str) -> int:
     if not text.isdigit():
-        raise UserError(f"'{text}' is not a run id; 'weightsmith eval history MODEL' lists runs.")
+        raise UserError(f"'{shorten(text)}' is not a run id; 'weightsmith eval history MODEL' lists runs.")
     return int(text)
 
 
 def _eval_report(args, run_text: str) -> int:
-    from weightsmith.evals.report import render_html, report
+    from weightsmith.service import evals
 
-    cli = _base()
-    ws = cli._open(args)
     html = _html_path(args.html) if args.html else None
-    doc = report(ws, _run_id(run_text), gate_id=args.gate)
+    doc = dump(evals.eval_report(local_context(args), {"run": _run_id(run_text), "gate": args.gate, "html": html is not None}))
     if html is not None:
-        html.write_text(render_html(doc), encoding="utf-8")
+        html.write_text(doc["html"], encoding="utf-8")
         doc["html"] = str(html)
 
     def human(d: dict) -> None:
         run = d["run"]
-        cli._table(f"eval run {run['run']}: {run['suite']} on {run['model']}",
-                   ["KPI", "metric", "value", "95% CI", "n", "target", "met"], _kpi_rows(run["kpis"]))
+        table(f"eval run {run['run']}: {run['suite']} on {run['model']}",
+              ["KPI", "metric", "value", "95% CI", "n", "target", "met"], _kpi_rows(run["kpis"]))
         if d["gate"]:
             g = d["gate"]
             print(f"gate {g['gate']}: {'PASSED' if g['passed'] else 'REFUSED'} against {g['baseline'] or 'floors only'}")
         if d.get("html"):
             print(f"Wrote {d['html']}")
 
-    cli._emit(args, doc, human)
+    emit(args, doc, human)
     return 0
 
 
@@ -147,43 +144,35 @@ def _html_path(text: str) -> Path:
     return out
 
 
-def _write_html(ws, run_id: int, gate_id: int | None, out: Path) -> str:
-    from weightsmith.evals.report import render_html, report
-
-    out.write_text(render_html(report(ws, run_id, gate_id=gate_id)), encoding="utf-8")
-    return str(out)
-
-
 def _eval_history(args, name: str) -> int:
-    from weightsmith.evals.report import history
+    from weightsmith.service import evals
 
-    cli = _base()
-    doc = history(cli._open(args), name, suite=args.suite)
+    doc = dump(evals.eval_history(local_context(args), {"model": name, "suite": args.suite}))
 
     def human(d: dict) -> None:
         names = list(dict.fromkeys(k for v in d["versions"] for k in v["kpis"]))
-        cli._table(f"{d['model']}: KPIs across versions", ["version", "suite", "run", "aliases", *names],
-                   [[v["version"], v["suite"], v["run"], ", ".join(v["aliases"]),
-                     *[_fmt(v["kpis"][n]["value"]) if n in v["kpis"] else "" for n in names]] for v in d["versions"]])
+        table(f"{d['model']}: KPIs across versions", ["version", "suite", "run", "aliases", *names],
+              [[v["version"], v["suite"], v["run"], ", ".join(v["aliases"]),
+                *[_fmt(v["kpis"][n]["value"]) if n in v["kpis"] else "" for n in names]] for v in d["versions"]])
 
-    cli._emit(args, doc, human)
+    emit(args, doc, human)
     return 0
 
 
 def cmd_gate(args) -> int:
-    from weightsmith.evals.gate import run_gate
+    from weightsmith.service import evals
 
-    cli = _base()
-    ws = cli._open(args)
+    ctx = local_context(args)
     if not getattr(args, "json", False):
         print(f"Gating {args.candidate} against {args.baseline or 'floors only'} on {args.suite} ...", file=sys.stderr, flush=True)
-    doc = run_gate(ws, args.suite, args.candidate, args.baseline, device=args.device, reuse=not args.rerun)
+    doc = dump(evals.run_gate(ctx, {"suite_path": args.suite, "candidate": args.candidate, "baseline": args.baseline,
+                                     "device": args.device, "rerun": args.rerun}))
 
     def human(d: dict) -> None:
-        cli._table(f"gate {d['gate']}: {d['candidate']} against {d['baseline'] or 'floors only'} ({d['suite']})",
-                   ["KPI", "rule", "value", "baseline", "threshold", "p", ""],
-                   [[r["kpi"] + (" (retention)" if r["retention"] else ""), r["rule"], _fmt(r["value"]), _fmt(r["baseline"]),
-                     _fmt(r["threshold"]), _fmt(r["p_value"]), "✓" if r["passed"] else "✗"] for r in d["rules"]])
+        table(f"gate {d['gate']}: {d['candidate']} against {d['baseline'] or 'floors only'} ({d['suite']})",
+              ["KPI", "rule", "value", "baseline", "threshold", "p", ""],
+              [[r["kpi"] + (" (retention)" if r["retention"] else ""), r["rule"], _fmt(r["value"]), _fmt(r["baseline"]),
+                _fmt(r["threshold"]), _fmt(r["p_value"]), "✓" if r["passed"] else "✗"] for r in d["rules"]])
         if d["note"]:
             print(d["note"])
         failed = [r for r in d["rules"] if not r["passed"]]
@@ -196,17 +185,17 @@ def cmd_gate(args) -> int:
             print(f"REFUSED: {len(failed)} of {len(d['rules'])} rules failed: "
                   + "; ".join(f"{r['kpi']} {r['rule']}" for r in failed), file=sys.stderr)
 
-    cli._emit(args, doc, human)
+    emit(args, doc, human)
     if not doc["passed"]:
         raise GateRefused(f"gate {doc['gate']} refused {doc['candidate']}")
     return 0
 
 
 def cmd_promote(args) -> int:
-    from weightsmith.workspace.aliases import promote
+    from weightsmith.service import models
 
-    cli = _base()
-    doc = promote(cli._open(args), args.ref, args.alias, force=args.force, reason=args.reason, actor=args.actor)
+    doc = dump(models.promote(local_context(args), {"ref": args.ref, "alias": args.alias, "force": args.force,
+                                                    "reason": args.reason}))
 
     def human(d: dict) -> None:
         if not d["moved"]:
@@ -215,24 +204,22 @@ def cmd_promote(args) -> int:
         how = f"FORCED by {d['actor']} ({d['reason']})" if d["forced"] else f"on gate {d['gate']}, by {d['actor']}"
         print(f"{d['model']}@{d['alias']}: {d['previous'] or '(new)'} → {d['version']} {how}")
 
-    cli._emit(args, doc, human)
+    emit(args, doc, human)
     return 0
 
 
 def cmd_rollback(args) -> int:
-    from weightsmith.workspace.aliases import rollback
+    from weightsmith.service import models
 
-    cli = _base()
-    doc = rollback(cli._open(args), args.name, args.alias, reason=args.reason, actor=args.actor)
-    cli._emit(args, doc, lambda d: print(f"{d['model']}@{d['alias']}: {d['previous']} → {d['version']} (rolled back by {d['actor']})"))
+    doc = dump(models.rollback(local_context(args), {"name": args.name, "alias": args.alias, "reason": args.reason}))
+    emit(args, doc, lambda d: print(f"{d['model']}@{d['alias']}: {d['previous']} → {d['version']} (rolled back by {d['actor']})"))
     return 0
 
 
 def cmd_aliases(args) -> int:
-    from weightsmith.workspace.aliases import list_aliases
+    from weightsmith.service import models
 
-    cli = _base()
-    doc = list_aliases(cli._open(args), args.name)
+    doc = dump(models.list_aliases(local_context(args), {"name": args.name}))
 
     def human(d: dict) -> None:
         rows = []
@@ -240,10 +227,10 @@ def cmd_aliases(args) -> int:
             for m in a["moves"]:
                 how = "forced" if m["forced"] else (f"gate {m['gate']}" if m["gate"] else "")
                 rows.append([a["alias"], m["at"], m["action"], m["from"] or "", m["to"], how, m["actor"], m["reason"] or ""])
-        cli._table(f"{d['model']}: aliases (now: " + ", ".join(f"{a['alias']}={a['version']}" for a in d["aliases"]) + ")",
-                   ["alias", "at", "action", "from", "to", "how", "who", "why"], rows)
+        table(f"{d['model']}: aliases (now: " + ", ".join(f"{a['alias']}={a['version']}" for a in d["aliases"]) + ")",
+              ["alias", "at", "action", "from", "to", "how", "who", "why"], rows)
 
-    cli._emit(args, doc, human)
+    emit(args, doc, human)
     return 0
 
 

@@ -17,13 +17,13 @@ def console():
     return Console(stderr=False, highlight=False)
 
 
-def table(title: str, columns: list[str], rows: list[list[Any]]) -> None:
-    """Print a table; cells that are None print empty."""
+def table(title: str, columns: list[str], rows: list[list[Any]], *, no_wrap: tuple[str, ...] = ()) -> None:
+    """Print a table; cells that are None print empty; columns named in ``no_wrap`` are never broken across lines."""
     from rich.table import Table
 
     out = Table(title=title, title_justify="left")
     for c in columns:
-        out.add_column(c)
+        out.add_column(c, no_wrap=c in no_wrap)
     for row in rows:
         out.add_row(*["" if v is None else str(v) for v in row])
     console().print(out)
@@ -46,8 +46,15 @@ def open_workspace(args):
     return Workspace.open(getattr(args, "workspace", None), project=getattr(args, "project", None))
 
 
-def local_context(args):
-    """The service context of the person at the terminal: every scope, in ``--project``."""
-    from weightsmith.service import Context
+def local_context(args, workspace=None):
+    """The service context of the person at the terminal: every scope, in ``--project`` (``--actor`` names them)."""
+    from weightsmith.service import Actor, Context
 
-    return Context.local(open_workspace(args), adapter="cli")
+    ws = workspace or open_workspace(args)
+    actor = Actor.local_person(ws.project_name, name=getattr(args, "actor", None))
+    return Context(workspace=ws, actor=actor, adapter="cli")
+
+
+def dump(result) -> object:
+    """A service result as the plain JSON-able document the CLI prints (lists of versions stay lists)."""
+    return result.model_dump(mode="json", by_alias=True) if hasattr(result, "model_dump") else result

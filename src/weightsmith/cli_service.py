@@ -110,8 +110,9 @@ def cmd_audit(args) -> int:
     from weightsmith.service import projects
 
     doc = projects.list_audit(local_context(args), {"limit": args.limit, "verb": args.only_verb})
-    emit(args, doc, lambda d: table("audit log (newest first)", ["at", "actor", "via", "verb", "target", "outcome"],
-         [[e.at, f"{e.actor} ({e.actor_kind})", e.adapter, e.verb, e.target, e.outcome] for e in d.entries]))
+    emit(args, doc, lambda d: table("audit log (newest first)", ["at (UTC)", "actor", "via", "verb", "target", "outcome"],
+         [[e.at.replace("T", " ").rstrip("Z"), e.actor, e.adapter, e.verb, e.target, e.outcome] for e in d.entries],
+         no_wrap=("verb", "outcome")))
     return 0
 
 

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import pytest
+
 import os
 import subprocess
 import sys
 from pathlib import Path
 
 from service_helpers import docs_jsonl
+
+pytestmark = pytest.mark.slow
 
 
 def test_schemathesis_finds_no_server_error(api, tmp_path):

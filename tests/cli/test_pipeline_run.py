@@ -76,7 +76,8 @@ def test_losses_finite_and_metrics_recorded(tiny_run):
         if job["kind"] == "grpo":
             assert any("reward" in n for n in names), names
     logs = cli.json("jobs", "logs", str(doc["jobs"][1]["id"]))
-    assert logs and logs[0]["text"]
+    assert logs["text"].startswith("==> run 1 <==\n") and logs["done"] and logs["state"] == "succeeded"
+    assert logs["next_offset"] == len(logs["text"].encode())
 
 
 def test_models_show_prints_lineage(tiny_run):

@@ -212,7 +212,7 @@ def test_overrides_are_read_on_either_side_of_options(cli, ws_dir, tmp_path):
     steps = dict(query_db(db, "SELECT id, json_extract(spec, '$.stages[1].config.max_steps') FROM pipelines"))
     vocab = dict(query_db(db, "SELECT id, json_extract(spec, '$.stages[0].config.vocab_size') FROM pipelines"))
     assert steps == {first["pipeline"]: 7, second["pipeline"]: 9} and vocab[first["pipeline"]] == 300
-    assert query_db(db, "SELECT count(*) FROM jobs WHERE idempotency_key LIKE 'k1:%'") == [(2,)]
+    assert query_db(db, "SELECT verb, state FROM idempotency_keys WHERE key = 'k1'") == [("pipelines.submit", "done")]
 
 
 def test_every_verb_with_overrides_reads_them_anywhere():

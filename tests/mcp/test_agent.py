@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 import json
 import os
 import subprocess
@@ -11,6 +13,8 @@ from weightsmith import Client
 from weightsmith.errors import NotFound
 from helpers import REPO
 from service_helpers import make_token, start_server
+
+pytestmark = pytest.mark.slow
 
 
 def test_the_shipped_agent_takes_data_to_a_promoted_model_and_another_project_sees_none_of_it(ws_dir):

@@ -14,6 +14,8 @@ import pytest
 
 from helpers import CLI
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory):

@@ -24,7 +24,7 @@ from sqlalchemy import select, update
 
 from weightsmith.errors import Conflict, NotFound, UserError
 from weightsmith.workspace import Workspace
-from weightsmith.workspace.models import Job, JobDependency, Run, RunMetric, utcnow
+from weightsmith.workspace.models import Job, Project, JobDependency, Run, RunMetric, utcnow
 
 TERMINAL = ("succeeded", "failed", "cancelled")
 DEFAULT_STALE_AFTER_S = 60.0
@@ -155,14 +155,18 @@ def _cancel_dependants(s, job: Job, reason: str) -> None:
             _cancel_dependants(s, child, reason)
 
 
-def claim_next(ws: Workspace, worker: str, *, pipeline_id: int | None = None) -> dict[str, Any] | None:
-    """Atomically take the oldest queued job whose dependencies have all succeeded (never one with a cancel request)."""
+def claim_next(ws: Workspace, worker: str, *, pipeline_id: int | None = None,
+               any_project: bool = False) -> dict[str, Any] | None:
+    """Atomically take the oldest queued job whose dependencies have all succeeded (never one with a cancel request).
+
+    Args:
+        any_project: take it from any project (a worker serving the whole workspace); the job's
+            ``project`` then says whose it is.
+    """
     with ws.session() as s:
-        query = (
-            select(Job)
-            .where(Job.state == "queued", Job.project_id == ws.project_id, Job.cancel_requested.is_(False))
-            .order_by(Job.id)
-        )
+        query = select(Job).where(Job.state == "queued", Job.cancel_requested.is_(False)).order_by(Job.id)
+        if not any_project:
+            query = query.where(Job.project_id == ws.project_id)
         if pipeline_id is not None:
             query = query.where(Job.pipeline_id == pipeline_id)
         candidates = [
@@ -185,7 +189,8 @@ def claim_next(ws: Workspace, worker: str, *, pipeline_id: int | None = None) ->
                 )
             ).rowcount
             if claimed == 1:
-                return job_dict(s, s.get(Job, job_id))
+                job = s.get(Job, job_id)
+                return {**job_dict(s, job), "project": s.get(Project, job.project_id).name}
     return None
 
 

@@ -68,6 +68,8 @@ class Worker:
             request, cancelled); default :func:`weightsmith.jobs.queue.stale_after_s`. The worker
             heart-beats four times within it.
         echo: a stream to copy each stage's log to as it is written (people watching), or None.
+        all_projects: run every project's jobs (one worker for a workspace that many projects' tokens
+            submit to), each with the workspace seen from its project.
     """
 
     def __init__(
@@ -79,8 +81,10 @@ class Worker:
         stale_after_s: float | None = None,
         echo: TextIO | None = None,
         on_event: Callable[[str, dict[str, Any]], None] | None = None,
+        all_projects: bool = False,
     ):
         self.ws = ws
+        self.all_projects = all_projects
         self.name = name or f"{socket.gethostname()}:{os.getpid()}"
         self.poll_s = poll_s
         self.stale_after_s = default_stale_after_s(ws) if stale_after_s is None else stale_after_s
@@ -96,19 +100,30 @@ class Worker:
         done = 0
         while not self._stop and (max_jobs is None or done < max_jobs):
             reap_stale(self.ws, self.stale_after_s)
-            job = claim_next(self.ws, self.name, pipeline_id=pipeline_id)
+            job = claim_next(self.ws, self.name, pipeline_id=pipeline_id, any_project=self.all_projects)
             if job is None:
                 if until_idle and not self._has_pending(pipeline_id):
                     break
                 time.sleep(self.poll_s)
                 continue
-            self.execute(job)
+            self._for_project(job["project"]).execute(job)
             done += 1
         return done
 
+    def _for_project(self, project: str) -> Worker:
+        """This worker, seen from the project a claimed job belongs to (its inputs and outputs are that project's)."""
+        if project == self.ws.project_name:
+            return self
+        other = Worker(self.ws.for_project(project), name=self.name, poll_s=self.poll_s,
+                       stale_after_s=self.stale_after_s, echo=self.echo, on_event=self.on_event)
+        other._stop = self._stop
+        return other
+
     def _has_pending(self, pipeline_id: int | None) -> bool:
         with self.ws.session() as s:
-            query = select(Job.id).where(Job.project_id == self.ws.project_id, Job.state.in_(("queued", "running")))
+            query = select(Job.id).where(Job.state.in_(("queued", "running")))
+            if not self.all_projects:
+                query = query.where(Job.project_id == self.ws.project_id)
             if pipeline_id is not None:
                 query = query.where(Job.pipeline_id == pipeline_id)
             return s.scalar(query.limit(1)) is not None

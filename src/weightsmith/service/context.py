@@ -94,6 +94,10 @@ class Context:
     def emit(self, event: str, **data: Any) -> None:
         self.events(event, data)
 
+    def public(self, doc: dict[str, Any]) -> dict[str, Any]:
+        """``doc`` as this caller may see it: a remote caller is not told where the server keeps things (``path``)."""
+        return {k: v for k, v in doc.items() if k != "path"} if self.actor.remote else doc
+
     def local_path(self, value: str, key: str) -> Path:
         """A path the caller named, as a Path — refused for a remote caller (they never name server paths).
 

@@ -56,15 +56,6 @@ class AddDataset(BaseModel):
         return self
 
 
-def _public(info: DatasetVersionInfo, ctx: Context) -> DatasetVersionInfo:
-    """A remote caller does not see where the server keeps things."""
-    if not ctx.actor.remote:
-        return info
-    doc = info.model_dump()
-    doc.pop("path", None)
-    return DatasetVersionInfo(**doc)
-
-
 def _upload_suffix(filename: str) -> str:
     suffix = Path(filename).suffix.lower()
     return suffix if suffix in (".jsonl", ".json", ".txt", ".md") else ".jsonl"
@@ -85,7 +76,7 @@ def add_dataset(ctx: Context, req: AddDataset) -> DatasetVersionInfo:
         kwargs["max_chars"] = req.max_chars
     if req.path is not None:
         path = ctx.local_path(req.path, "path")
-        return _public(DatasetVersionInfo(**ingest.add_dataset(ctx.workspace, req.name, path, req.format, **kwargs)), ctx)
+        return DatasetVersionInfo(**ctx.public(ingest.add_dataset(ctx.workspace, req.name, path, req.format, **kwargs)))
     data = req.content.encode("utf-8")
     if len(data) > MAX_UPLOAD_BYTES:
         raise UserError(f"content: {len(data):,} bytes is more than the {MAX_UPLOAD_BYTES:,} an upload may hold.")
@@ -102,7 +93,7 @@ def add_dataset(ctx: Context, req: AddDataset) -> DatasetVersionInfo:
         except ingest.InvalidData as exc:  # name the upload, not the temporary file
             exc.errors = [e.replace(tmp, shown).replace(Path(tmp).name, shown) for e in exc.errors]
             raise ingest.InvalidData(exc.errors, Path(shown)) from None
-        return _public(DatasetVersionInfo(**doc), ctx)
+        return DatasetVersionInfo(**ctx.public(doc))
     finally:
         Path(tmp).unlink(missing_ok=True)
 
@@ -118,7 +109,7 @@ class DatasetList(BaseModel):
 @verb("datasets.list", scope="read")
 def list_datasets(ctx: Context, req: ListDatasets) -> DatasetList:
     """Every version of every dataset in the project, oldest first."""
-    return DatasetList(versions=[_public(DatasetVersionInfo(**d), ctx) for d in ingest.list_datasets(ctx.workspace)])
+    return DatasetList(versions=[DatasetVersionInfo(**ctx.public(d)) for d in ingest.list_datasets(ctx.workspace)])
 
 
 class ShowDataset(BaseModel):
@@ -128,4 +119,4 @@ class ShowDataset(BaseModel):
 @verb("datasets.show", scope="read")
 def show_dataset(ctx: Context, req: ShowDataset) -> DatasetVersionInfo:
     """One dataset version: rows, token estimate, hash, provenance."""
-    return _public(DatasetVersionInfo(**ingest.resolve_dataset(ctx.workspace, req.ref)), ctx)
+    return DatasetVersionInfo(**ctx.public(ingest.resolve_dataset(ctx.workspace, req.ref)))

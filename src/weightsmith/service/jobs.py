@@ -84,7 +84,13 @@ def show_job(ctx: Context, req: JobRef) -> JobDetail:
 
     Poll this until ``state`` is succeeded, failed or cancelled.
     """
-    return JobDetail(**queue.show_job(ctx.workspace, req.id))
+    doc = queue.show_job(ctx.workspace, req.id)
+    if ctx.actor.remote:  # where the server keeps things is not a remote caller's business
+        doc["payload"] = {"config": (doc.get("payload") or {}).get("config", {})}
+        doc["runs"] = [{k: v for k, v in run.items() if k not in ("log", "output", "pid")} for run in doc["runs"]]
+        for run in doc["runs"]:
+            run["config"] = {"config": (run.get("config") or {}).get("config", {})}
+    return JobDetail(**doc)
 
 
 @verb("jobs.cancel", scope="train", mutating=True, target=lambda req, res: f"job {req.id}")

@@ -40,11 +40,6 @@ class ModelVersionDetail(ModelVersionInfo):
     resolved_from: str | None = Field(None, description="the alias ref the request named, when it named one")
 
 
-def _public(doc: dict[str, Any], ctx: Context) -> dict[str, Any]:
-    """A remote caller does not see server paths."""
-    return {k: v for k, v in doc.items() if k != "path"} if ctx.actor.remote else doc
-
-
 class ListModels(BaseModel):
     pass
 
@@ -56,7 +51,7 @@ class ModelList(BaseModel):
 @verb("models.list", scope="read")
 def list_models(ctx: Context, req: ListModels) -> ModelList:
     """Every version of every model in the project."""
-    return ModelList(versions=[ModelVersionInfo(**_public(v, ctx)) for v in registry.list_versions(ctx.workspace)])
+    return ModelList(versions=[ModelVersionInfo(**ctx.public(v)) for v in registry.list_versions(ctx.workspace)])
 
 
 class ModelRef(BaseModel):
@@ -66,7 +61,7 @@ class ModelRef(BaseModel):
 @verb("models.show", scope="read")
 def show_model(ctx: Context, req: ModelRef) -> ModelVersionDetail:
     """One version with its lineage (parent chain, datasets, run config) and the aliases that point at it."""
-    return ModelVersionDetail(**_public(registry.show_version(ctx.workspace, req.ref), ctx))
+    return ModelVersionDetail(**ctx.public(registry.show_version(ctx.workspace, req.ref)))
 
 
 class AliasesOf(BaseModel):
