@@ -253,6 +253,11 @@ def cmd_jobs(args) -> int:
         _emit(args, doc, _print_metrics)
     elif args.action == "logs":
         doc = dump(jobs.read_logs(ctx, {"id": args.id}))
+        while doc["text"] and not doc["done"]:  # more than one chunk: read on to the end
+            more = dump(jobs.read_logs(ctx, {"id": args.id, "offset": doc["next_offset"]}))
+            if not more["text"]:
+                break
+            doc = {**more, "text": doc["text"] + more["text"], "offset": doc["offset"]}
         _emit(args, doc, lambda d: sys.stdout.write(d["text"]))
     elif args.action == "cancel":
         doc = dump(jobs.cancel_job(ctx, {"id": args.id}))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+from datetime import timedelta
 
 from helpers import query_db
 from service_helpers import docs_jsonl, tiny_spec
@@ -143,15 +144,21 @@ def test_idempotency_replay_mismatch_and_in_flight(api):
     project = query_db(db, "SELECT id FROM projects WHERE name = 'acme'")[0][0]
     import sqlite3
 
+    from weightsmith.workspace.models import utcnow
+
     con = sqlite3.connect(db)
-    con.execute("INSERT INTO idempotency_keys (project_id, verb, key, request_digest, state, response, created_at) "
-                "VALUES (?, 'jobs.cancel', 'k-busy', ?, 'in_flight', '{}', '2026-01-01')",
-                (project, request_digest(JobRef(id=job))))
+    for key, began in (("k-busy", utcnow()), ("k-abandoned", utcnow() - timedelta(hours=1))):
+        con.execute("INSERT INTO idempotency_keys (project_id, verb, key, request_digest, state, response, created_at) "
+                    "VALUES (?, 'jobs.cancel', ?, ?, 'in_flight', '{}', ?)",
+                    (project, key, request_digest(JobRef(id=job)), began.isoformat(sep=" ")))
     con.commit()
     con.close()
     r = trainer.post(f"/v1/jobs/{job}/cancel", headers={"Idempotency-Key": "k-busy"})
     assert r.status_code == 409 and "still in progress" in r.json()["error"]["message"]
     assert trainer.get(f"/v1/jobs/{job}").json()["state"] == "queued"
+    # A key whose first request died an hour ago (its process with it) is taken over by the next request.
+    r = trainer.post(f"/v1/jobs/{job}/cancel", headers={"Idempotency-Key": "k-abandoned"})
+    assert r.status_code == 200 and r.json()["state"] == "cancelled"
 
 
 def test_concurrent_requests_with_one_key_get_one_pipeline(api):

@@ -106,5 +106,6 @@ def run_in_worker(ws, kind: str, payload: dict[str, Any], inputs: dict[str, Any]
         return result
     from weightsmith.workspace.aliases import promote
 
-    moved = promote(ws, candidate, config.alias, reason=f"pipeline {payload.get('pipeline_id')} stage '{payload['stage']}'")
+    moved = promote(ws, candidate, config.alias, reason=f"pipeline {payload.get('pipeline_id')} stage '{payload['stage']}'",
+                    actor=payload.get("actor"))
     return {k: moved.get(k) for k in ("model", "alias", "version", "previous", "moved", "gate")}

@@ -25,7 +25,8 @@ from weightsmith.workspace.registry import resolve_model
 
 
 def submit_pipeline(
-    ws: Workspace, spec: PipelineSpec, *, source: str | None = None, idempotency_key: str | None = None
+    ws: Workspace, spec: PipelineSpec, *, source: str | None = None, idempotency_key: str | None = None,
+    actor: str | None = None,
 ) -> dict[str, Any]:
     """Add the pipeline's datasets and queue one job per stage; return {"pipeline", "jobs", "datasets"}."""
     base = Path(spec.base_dir)
@@ -59,12 +60,15 @@ def submit_pipeline(
             if data_ref["name"] in added:  # pin the version this submission just added
                 data_ref = added[data_ref["name"]]
             plan["data"] = {k: data_ref[k] for k in ("id", "ref", "path", "format")}
+        if actor is not None:  # who submitted it: a promote stage moves the alias in their name
+            plan["actor"] = actor
     project_id = ws.project_id
 
     def queue_dag(s) -> tuple[int, list[dict[str, Any]]]:
         keys = {stage.name: f"{idempotency_key}:{stage.name}" for stage, _ in ordered} if idempotency_key else {}
         if keys:
-            earlier = s.scalar(select(Job).where(Job.idempotency_key.in_(list(keys.values()))).limit(1))
+            earlier = s.scalar(select(Job).where(Job.project_id == project_id,
+                                                 Job.idempotency_key.in_(list(keys.values()))).limit(1))
             if earlier is not None:  # submitted before under this key: the same pipeline and jobs
                 same = s.scalars(select(Job).where(Job.pipeline_id == earlier.pipeline_id).order_by(Job.id))
                 return earlier.pipeline_id, [job_dict(s, job) for job in same]

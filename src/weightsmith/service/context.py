@@ -94,9 +94,29 @@ class Context:
     def emit(self, event: str, **data: Any) -> None:
         self.events(event, data)
 
-    def public(self, doc: dict[str, Any]) -> dict[str, Any]:
-        """``doc`` as this caller may see it: a remote caller is not told where the server keeps things (``path``)."""
-        return {k: v for k, v in doc.items() if k != "path"} if self.actor.remote else doc
+    def public(self, doc: Any) -> Any:
+        """``doc`` as this caller may see it: a remote caller is not told where the server keeps things.
+
+        Drops ``path`` and ``output_dir`` keys and blanks ``source`` values that are server paths, at any depth.
+        """
+        if not self.actor.remote:
+            return doc
+        return _without_paths(doc)
+
+    def refuse_code(self, value: Any, key: str) -> None:
+        """A remote caller names registered rewards and metrics only, never ``module:function`` code to import.
+
+        Raises:
+            Forbidden: ``value`` (a name or a list of names) names a Python object to import.
+        """
+        if not self.actor.remote:
+            return
+        for name in value if isinstance(value, list) else [value]:
+            if isinstance(name, str) and ":" in name:
+                raise Forbidden(
+                    f"{key}: a remote client names registered rewards and metrics (e.g. exact_match), not code to "
+                    f"import ('{_short(name)}'); an operator registers functions with @weightsmith.rewards.reward."
+                )
 
     def local_path(self, value: str, key: str) -> Path:
         """A path the caller named, as a Path — refused for a remote caller (they never name server paths).
@@ -116,6 +136,21 @@ class Context:
             f"{key}: a remote client cannot name a path on the server ('{_short(value)}'); upload data as a "
             "dataset and name models by registry ref (NAME@vN or NAME@ALIAS)."
         )
+
+
+def _without_paths(doc: Any) -> Any:
+    if isinstance(doc, dict):
+        out = {}
+        for k, v in doc.items():
+            if k in ("path", "output_dir", "log", "suite_path"):
+                continue
+            if k == "source" and isinstance(v, str) and v.startswith(("/", "~")):
+                v = None
+            out[k] = _without_paths(v)
+        return out
+    if isinstance(doc, list):
+        return [_without_paths(v) for v in doc]
+    return doc
 
 
 def _short(value: str, limit: int = 80) -> str:

@@ -15,7 +15,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from weightsmith.errors import UserError
+from weightsmith.errors import Forbidden, UserError
 from weightsmith.service.context import Context
 from weightsmith.service.jobs import JobInfo
 from weightsmith.service.verbs import verb
@@ -35,11 +35,33 @@ class SuiteSource(BaseModel):
 
     def resolved(self, ctx: Context) -> str | Path | dict:
         if self.suite is not None:
+            _refuse_remote_code(ctx, self.suite)
             if ctx.actor.remote and _names_files(self.suite):
                 raise UserError("suite: a remote client's KPIs read workspace datasets ('data: NAME@vN', uploaded with "
                                 "datasets.add), not files ('path', 'retention_suite').")
             return self.suite
         return ctx.local_path(self.suite_path, "suite_path")
+
+
+OPERATOR_OPTIONS = ("endpoint", "api_key_env", "base_url", "api_key")
+
+
+def _refuse_remote_code(ctx: Context, suite: dict[str, Any]) -> None:
+    """A remote caller's suite may not import code, nor point a judge at an endpoint or an environment variable."""
+    if not ctx.actor.remote:
+        return
+    kpis = suite.get("kpis") or {}
+    for name, kpi in (kpis.items() if isinstance(kpis, dict) else []):
+        if not isinstance(kpi, dict):
+            continue
+        ctx.refuse_code(kpi.get("metric"), f"suite.kpis.{name}.metric")
+        options = kpi.get("options") or {}
+        chosen = [k for k in OPERATOR_OPTIONS if isinstance(options, dict) and k in options]
+        if chosen:
+            raise Forbidden(
+                f"suite.kpis.{name}.options.{chosen[0]}: a remote client cannot choose where a judge is called or "
+                "which server credential it sends; the operator configures the judge."
+            )
 
 
 def _names_files(suite: dict[str, Any]) -> bool:
@@ -108,7 +130,7 @@ def run_eval(ctx: Context, req: RunEval) -> EvalRunInfo:
 
 
 class EvalRunRef(BaseModel):
-    run: int = Field(description="the eval run's id")
+    run: int = Field(ge=1, le=2**63 - 1, description="the eval run's id")
 
 
 @verb("evals.show", scope="read")
@@ -118,7 +140,7 @@ def show_eval(ctx: Context, req: EvalRunRef) -> EvalRunInfo:
 
     run = get_run(ctx.workspace, req.run)
     with ctx.workspace.session() as s:
-        return EvalRunInfo(**run_dict(s, s.merge(run)))
+        return EvalRunInfo(**ctx.public(run_dict(s, s.merge(run))))
 
 
 class EvalReport(BaseModel):
@@ -146,7 +168,7 @@ def eval_report(ctx: Context, req: ReportRequest) -> EvalReport:
     doc = report(ctx.workspace, req.run, gate_id=req.gate)
     page = render_html(doc) if req.html else None
     doc.pop("scores", None)
-    return EvalReport(**doc, html=page)
+    return EvalReport(**ctx.public(doc), html=page)
 
 
 class HistoryRequest(BaseModel):
@@ -210,7 +232,7 @@ def run_gate(ctx: Context, req: RunGate) -> GateVerdict:
 
 
 class GateRef(BaseModel):
-    gate: int = Field(description="the gate's id")
+    gate: int = Field(ge=1, le=2**63 - 1, description="the gate's id")
 
 
 @verb("gates.show", scope="read")
@@ -218,7 +240,7 @@ def show_gate(ctx: Context, req: GateRef) -> GateVerdict:
     """A stored gate verdict, rule by rule."""
     from weightsmith.evals.gate import show_gate as show
 
-    return GateVerdict(**show(ctx.workspace, req.gate))
+    return GateVerdict(**ctx.public(show(ctx.workspace, req.gate)))
 
 
 # -- the same work as jobs ------------------------------------------------------------------------

@@ -11,11 +11,13 @@ Two concurrent first requests race on the table's unique constraint, so exactly 
 and the other gets the in-flight answer (and, once it is done, the replay). A request whose work
 fails leaves no record, so the client may retry under the same key (Stripe keeps errors only for
 requests that began executing; ours refuse before anything is written, so there is nothing to keep).
+A record left in flight by a process that died is released after ``IN_FLIGHT_TIMEOUT_S``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any, TypeVar
 
 from pydantic import BaseModel
@@ -29,6 +31,9 @@ from weightsmith.workspace.models import IdempotencyRecord, utcnow
 
 Result = TypeVar("Result", bound=BaseModel)
 MAX_KEY_CHARS = 200
+# A request still "in flight" this long after it began died with its process (no verb that takes a key runs
+# this long: submissions queue jobs, they do not run them), so a new request may take the key.
+IN_FLIGHT_TIMEOUT_S = 600
 
 
 def run_once(ctx: Context, verb: str, key: str | None, request: BaseModel, result_model: type[Result],
@@ -49,6 +54,8 @@ def run_once(ctx: Context, verb: str, key: str | None, request: BaseModel, resul
         with ws.session() as s:
             s.add(IdempotencyRecord(project_id=ws.project_id, verb=verb, key=key, request_digest=digest))
     except IntegrityError:
+        if _release_if_abandoned(ctx, verb, key):  # its process died mid-request: this one takes the key
+            return run_once(ctx, verb, key, request, result_model, work)
         return _existing(ctx, verb, key, digest, result_model), True
     try:
         result = work()
@@ -62,6 +69,16 @@ def run_once(ctx: Context, verb: str, key: str | None, request: BaseModel, resul
         record.response = result.model_dump(mode="json")
         record.finished_at = utcnow()
     return result, False
+
+
+def _release_if_abandoned(ctx: Context, verb: str, key: str) -> bool:
+    """Delete an in-flight record older than ``IN_FLIGHT_TIMEOUT_S`` (its request's process died); True if it was."""
+    cutoff = utcnow() - timedelta(seconds=IN_FLIGHT_TIMEOUT_S)
+    with ctx.workspace.session() as s:
+        gone = s.execute(delete(IdempotencyRecord).where(
+            *_where(ctx.workspace.project_id, verb, key), IdempotencyRecord.state == "in_flight",
+            IdempotencyRecord.created_at < cutoff)).rowcount
+    return gone == 1
 
 
 def _where(project_id: int, verb: str, key: str) -> tuple[Any, ...]:

@@ -60,7 +60,7 @@ class JobDetail(JobInfo):
 
 
 class JobRef(BaseModel):
-    id: int = Field(description="the job's id")
+    id: int = Field(ge=1, le=2**63 - 1, description="the job's id")
 
 
 class ListJobs(BaseModel):
@@ -106,9 +106,9 @@ def retry_job(ctx: Context, req: JobRef) -> JobInfo:
 
 
 class ReadLogs(BaseModel):
-    id: int = Field(description="the job's id")
+    id: int = Field(ge=1, le=2**63 - 1, description="the job's id")
     offset: int = Field(0, ge=0, description="bytes already read; pass the previous answer's next_offset")
-    limit: int = Field(MAX_LOG_CHUNK, ge=1, le=MAX_LOG_CHUNK, description="most bytes to return")
+    limit: int = Field(MAX_LOG_CHUNK, ge=4, le=MAX_LOG_CHUNK, description="most bytes to return (4 or more: one UTF-8 character)")
 
 
 class LogChunk(BaseModel):
@@ -119,37 +119,55 @@ class LogChunk(BaseModel):
     state: JobState
 
 
-def log_stream(ctx: Context, job_id: int) -> tuple[bytes, str]:
-    """The job's whole log as one append-only byte stream, and the job's state."""
-    ws = ctx.workspace
-    paths = queue.job_log_paths(ws, job_id)
-    state = queue.show_job(ws, job_id)["state"]
-    parts = []
-    for number, path in enumerate(paths, start=1):
-        parts.append(f"==> run {number} <==\n".encode())
-        p = Path(path)
-        if p.exists():
-            parts.append(p.read_bytes())
-    return b"".join(parts), state
+def _log_parts(ctx: Context, job_id: int) -> list[tuple[bytes | Path, int]]:
+    """The job's log as one append-only stream: each run's header, then its log file, with their sizes."""
+    parts: list[tuple[bytes | Path, int]] = []
+    for number, path in enumerate(queue.job_log_paths(ctx.workspace, job_id), start=1):
+        header = f"==> run {number} <==\n".encode()
+        parts.append((header, len(header)))
+        p = Path(path) if path else None
+        if p is not None and p.is_file():
+            parts.append((p, p.stat().st_size))
+    return parts
+
+
+def _read_range(parts: list[tuple[bytes | Path, int]], offset: int, limit: int) -> tuple[bytes, int]:
+    """Bytes ``offset .. offset+limit`` of the stream (reading only those), and the stream's size."""
+    out, position, end = [], 0, offset + limit
+    for part, size in parts:
+        lo, hi = max(offset, position), min(end, position + size)
+        if lo < hi:
+            if isinstance(part, bytes):
+                out.append(part[lo - position:hi - position])
+            else:
+                with open(part, "rb") as fh:
+                    fh.seek(lo - position)
+                    out.append(fh.read(hi - lo))
+        position += size
+    return b"".join(out), position
 
 
 @verb("jobs.logs", scope="read")
 def read_logs(ctx: Context, req: ReadLogs) -> LogChunk:
     """The job's log from a byte offset: call again with ``next_offset`` to read only what is new."""
-    data, state = log_stream(ctx, req.id)
-    chunk = data[req.offset: req.offset + req.limit]
-    next_offset = req.offset + len(chunk)
-    # Do not cut a UTF-8 character in two: hold back an incomplete tail for the next read.
-    text = chunk.decode("utf-8", errors="ignore")
-    held = len(chunk) - len(text.encode("utf-8"))
-    if held and len(chunk) == req.limit:
-        next_offset -= held
+    import codecs
+
+    state = queue.show_job(ctx.workspace, req.id)["state"]
+    chunk, size = _read_range(_log_parts(ctx, req.id), req.offset, req.limit)
+    # A character cut at the chunk's end waits for the next read; bytes that are not UTF-8 read as U+FFFD.
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    text = decoder.decode(chunk, final=False)
+    held = len(decoder.getstate()[0])
+    next_offset = req.offset + len(chunk) - held
+    if held and next_offset + held >= size and state in queue.TERMINAL:  # a truncated last character, for good
+        text += decoder.decode(b"", final=True)
+        next_offset = size
     ended = state in queue.TERMINAL
-    return LogChunk(text=text, offset=req.offset, next_offset=next_offset, done=ended and next_offset >= len(data), state=state)
+    return LogChunk(text=text, offset=req.offset, next_offset=next_offset, done=ended and next_offset >= size, state=state)
 
 
 class ReadMetrics(BaseModel):
-    id: int = Field(description="the job's id")
+    id: int = Field(ge=1, le=2**63 - 1, description="the job's id")
     offset: int = Field(0, ge=0, description="rows already read; pass the previous answer's next_offset")
     names: list[str] | None = Field(None, description="only these metrics, e.g. ['loss', 'reward']")
 

@@ -83,8 +83,15 @@ def refuse_server_paths(ctx: Context, spec: config.PipelineSpec) -> None:
     for stage in spec.stages:
         for field in ("model", "tokenizer"):
             ref = getattr(stage, field)
-            if ref and ref not in stage_names and ("/" in ref or ref.startswith((".", "~"))):
-                ctx.local_path(ref, f"stages.{stage.name}.{field}")
+            if not ref or ref in stage_names or "@" in ref:
+                continue
+            if "/" in ref or ref.startswith((".", "~")):  # a folder: only under the operator's allow-list
+                setattr(stage, field, str(ctx.local_path(ref, f"stages.{stage.name}.{field}")))
+            else:  # a bare NAME is the registry's newest version, never a folder in the server's cwd
+                setattr(stage, field, f"{ref}@latest")
+        for key in ("reward", "verifier"):
+            if key in stage.config:
+                ctx.refuse_code(stage.config[key], f"stages.{stage.name}.{key}")
         if "suite" in stage.config:
             raise UserError(
                 f"stages.{stage.name}.suite: a remote client cannot name a suite file on the server; "
@@ -107,9 +114,11 @@ def submit(ctx: Context, req: SubmitPipeline) -> PipelineSubmitted:
     """
     spec, source = load_spec(ctx, req)
     refuse_server_paths(ctx, spec)
+    if any(stage.kind == "promote" for stage in spec.stages):  # the alias moves later, in the worker
+        ctx.actor.require("promote", "pipelines.submit with a promote stage")
 
     def work() -> PipelineSubmitted:
-        return PipelineSubmitted(**queue_pipeline(ctx.workspace, spec, source=source))
+        return PipelineSubmitted(**ctx.public(queue_pipeline(ctx.workspace, spec, source=source, actor=ctx.actor.name)))
 
     result, replayed = run_once(ctx, "pipelines.submit", req.idempotency_key,
                                 _ResolvedPipeline(spec=spec.model_dump(mode="json", exclude={"base_dir"})),
@@ -122,7 +131,7 @@ def submit(ctx: Context, req: SubmitPipeline) -> PipelineSubmitted:
 
 
 class PipelineRef(BaseModel):
-    id: int = Field(description="the pipeline's id")
+    id: int = Field(ge=1, le=2**63 - 1, description="the pipeline's id")
 
 
 class PipelineInfo(BaseModel):

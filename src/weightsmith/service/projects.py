@@ -63,7 +63,8 @@ def _token_info(row: ApiToken, project: str) -> dict:
     }
 
 
-@verb("tokens.create", scope="admin", mutating=True, target=lambda req, res: f"token {res.name} ({res.project})")
+@verb("tokens.create", scope="admin", mutating=True, replayable=False,
+      target=lambda req, res: f"token {res.name} ({res.project})")
 def create_token(ctx: Context, req: CreateToken) -> CreatedToken:
     """Create a bearer token for a project; the secret is in the result, once, and never again.
 
@@ -109,7 +110,7 @@ def list_tokens(ctx: Context, req: ListTokens) -> TokenList:
 
 
 class RevokeToken(BaseModel):
-    id: int = Field(description="the token's id (from tokens.list)")
+    id: int = Field(ge=1, le=2**63 - 1, description="the token's id (from tokens.list)")
 
 
 @verb("tokens.revoke", scope="admin", mutating=True, target=lambda req, res: f"token {req.id}")

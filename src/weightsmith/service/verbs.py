@@ -84,7 +84,7 @@ def parse_request(model: type[Req], raw: Any, verb_name: str) -> Req:
 
 
 def verb(name: str, *, scope: str, mutating: bool = False, target: Callable[[Any, Any], str | None] | None = None,
-         local_only: bool = False):
+         local_only: bool = False, replayable: bool = True):
     """Register ``fn(ctx, request) -> result`` as the verb ``name`` (e.g. ``"datasets.add"``).
 
     The registered callable is ``call(ctx, request, *, idempotency_key=None)``: ``request`` may be the
@@ -99,6 +99,7 @@ def verb(name: str, *, scope: str, mutating: bool = False, target: Callable[[Any
             is None when the verb failed.
         local_only: the verb computes inline for minutes; the remote adapters (REST, MCP) offer its
             job-starting twin instead, so no remote call blocks that long.
+        replayable: an idempotency key may store and replay its result (not so for a secret shown once).
     """
 
     def register(fn: Callable[[Context, Any], Any]) -> Callable[[Context, Any], Any]:
@@ -109,12 +110,17 @@ def verb(name: str, *, scope: str, mutating: bool = False, target: Callable[[Any
 
         @functools.wraps(fn)
         def call(ctx: Context, request: Any = None, *, idempotency_key: str | None = None) -> Any:
-            req = parse_request(request_model, request, name)
             if not mutating:
+                req = parse_request(request_model, request, name)
                 ctx.actor.require(scope, name)
                 return fn(ctx, req)
+            req = None
             try:
+                req = parse_request(request_model, request, name)
                 ctx.actor.require(scope, name)
+                if idempotency_key is not None and not replayable:
+                    raise UserError(f"{name} cannot be replayed under an idempotency key (what it returns is shown "
+                                    "once and never stored); send it without one.")
                 if idempotency_key is None:
                     result = fn(ctx, req)
                 else:  # Stripe's contract for any mutating verb (see weightsmith.service.idempotency)
@@ -123,7 +129,8 @@ def verb(name: str, *, scope: str, mutating: bool = False, target: Callable[[Any
                     result, _replayed = run_once(ctx, name, idempotency_key, req, result_model, lambda: fn(ctx, req))
             except BaseException as exc:
                 if not isinstance(exc, (KeyboardInterrupt, SystemExit)):
-                    _audit(ctx, name, req, error_kind(exc), _target(target, req, None), str(exc)[:500])
+                    _audit(ctx, name, req if req is not None else request, error_kind(exc), _target(target, req, None),
+                           str(exc)[:500])
                 raise
             _audit(ctx, name, req, "ok", _target(target, req, result), None)
             return result
@@ -143,12 +150,35 @@ def _target(target, req, result) -> str | None:
         return None
 
 
-def _audit(ctx: Context, verb_name: str, req: BaseModel, outcome: str, target: str | None, detail: str | None) -> None:
+def _audit(ctx: Context, verb_name: str, req: Any, outcome: str, target: str | None, detail: str | None) -> None:
     from weightsmith.workspace.models import AuditEntry
 
     ws = ctx.workspace
     with ws.session() as s:
         s.add(AuditEntry(
             project_id=ws.project_id, actor=ctx.actor.name, actor_kind=ctx.actor.kind, adapter=ctx.adapter,
-            verb=verb_name, target=target, request_digest=request_digest(req), outcome=outcome, detail=detail,
+            verb=verb_name, target=target, request_digest=_digest_of(req), outcome=outcome, detail=detail,
         ))
+
+
+def _digest_of(req: Any) -> str:
+    """The request's digest, also for one that failed validation (then of its raw JSON, as far as it is JSON)."""
+    if isinstance(req, BaseModel):
+        return request_digest(req)
+    raw = json.dumps(req, sort_keys=True, default=str) if req is not None else ""
+    return hashlib.sha256(raw.encode()).hexdigest()
+
+
+def check_scope(ctx: Context, verb_name: str) -> None:
+    """The verb's scope check, for an adapter about to do costly work for it (read a large upload); audited
+    like the verb's own check.
+
+    Raises:
+        Forbidden: the actor lacks the verb's scope.
+    """
+    registered = VERBS[verb_name]
+    try:
+        ctx.actor.require(registered.scope, verb_name)
+    except Forbidden as exc:
+        _audit(ctx, verb_name, None, error_kind(exc), None, str(exc)[:500])
+        raise

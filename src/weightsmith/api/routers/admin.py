@@ -26,7 +26,7 @@ def list_tokens(ctx: Ctx) -> TokenList:
 @router.post("/tokens/{id}/revoke", response_model=TokenInfo)
 def revoke_token(id: int, ctx: Ctx, key: IdempotencyKey = None) -> TokenInfo:
     """Revoke a token: later calls with it get 401."""
-    return projects.revoke_token(ctx, RevokeToken(id=id), idempotency_key=key)
+    return projects.revoke_token(ctx, {"id": id}, idempotency_key=key)
 
 
 @router.get("/audit", response_model=AuditList)

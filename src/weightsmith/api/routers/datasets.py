@@ -11,7 +11,8 @@ from fastapi.responses import JSONResponse
 from weightsmith.api.app import Ctx, IdempotencyKey
 from weightsmith.errors import UserError
 from weightsmith.service import datasets
-from weightsmith.service.datasets import AddDataset, DatasetList, DatasetVersionInfo, ShowDataset
+from weightsmith.service.verbs import check_scope
+from weightsmith.service.datasets import MAX_UPLOAD_BYTES, AddDataset, DatasetList, DatasetVersionInfo, ShowDataset
 
 router = APIRouter(tags=["datasets"])
 RAW_TYPES = ("application/x-ndjson", "application/jsonl", "application/jsonlines", "text/plain", "text/markdown")
@@ -79,6 +80,10 @@ async def add_dataset(request: Request, ctx: Ctx, key: IdempotencyKey = None):
     """
     from starlette.concurrency import run_in_threadpool
 
+    check_scope(ctx, "datasets.add")  # before reading a body that may be large
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > MAX_UPLOAD_BYTES + (1 << 20):
+        raise UserError(f"the upload is {int(declared):,} bytes; at most {MAX_UPLOAD_BYTES:,} may be sent at once.")
     req = await _upload_request(request)
     result = await run_in_threadpool(datasets.add_dataset, ctx, req, idempotency_key=key)
     return JSONResponse(result.model_dump(mode="json"), status_code=201 if result.created else 200)

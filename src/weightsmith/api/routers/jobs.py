@@ -44,19 +44,19 @@ def show_job(id: int, ctx: Ctx) -> JobDetail:
 @router.post("/jobs/{id}/cancel", response_model=JobInfo)
 def cancel_job(id: int, ctx: Ctx, key: IdempotencyKey = None) -> JobInfo:
     """Cancel a queued job, or ask its worker to stop a running one."""
-    return jobs.cancel_job(ctx, JobRef(id=id), idempotency_key=key)
+    return jobs.cancel_job(ctx, {"id": id}, idempotency_key=key)
 
 
 @router.post("/jobs/{id}/retry", response_model=JobInfo)
 def retry_job(id: int, ctx: Ctx, key: IdempotencyKey = None) -> JobInfo:
     """Re-queue a failed or cancelled job; training resumes from its last complete checkpoint."""
-    return jobs.retry_job(ctx, JobRef(id=id), idempotency_key=key)
+    return jobs.retry_job(ctx, {"id": id}, idempotency_key=key)
 
 
 @router.get("/jobs/{id}/logs", response_model=LogChunk,
             responses={200: {"content": {"text/event-stream": {"schema": {"type": "string"}}}}})
 async def read_logs(id: int, request: Request, ctx: Ctx, offset: int = Query(0, ge=0),
-                    limit: int = Query(MAX_LOG_CHUNK, ge=1, le=MAX_LOG_CHUNK), stream: bool = False):
+                    limit: int = Query(MAX_LOG_CHUNK, ge=4, le=MAX_LOG_CHUNK), stream: bool = False):
     """The job's log from a byte offset (JSON), or with ``stream=true`` (or ``Accept: text/event-stream``)
     as server-sent events while the job runs: one ``log`` event per new chunk, then ``end``.
     """

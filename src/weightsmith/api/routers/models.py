@@ -39,7 +39,7 @@ class PromoteBody(BaseModel):
 @router.post("/models/{ref}/promote", response_model=AliasMoved)
 def promote(ref: str, body: PromoteBody, ctx: Ctx, key: IdempotencyKey = None) -> AliasMoved:
     """Move an alias to this version; refused (422) unless a passing gate allows it or it is forced with a reason."""
-    return models.promote(ctx, Promote(ref=ref, **body.model_dump()), idempotency_key=key)
+    return models.promote(ctx, {"ref": ref, **body.model_dump()}, idempotency_key=key)
 
 
 class RollbackBody(BaseModel):
@@ -50,4 +50,4 @@ class RollbackBody(BaseModel):
 @router.post("/models/{name}/rollback", response_model=AliasMoved)
 def rollback(name: str, body: RollbackBody, ctx: Ctx, key: IdempotencyKey = None) -> AliasMoved:
     """Move an alias back to its previous holder."""
-    return models.rollback(ctx, Rollback(name=name, **body.model_dump()), idempotency_key=key)
+    return models.rollback(ctx, {"name": name, **body.model_dump()}, idempotency_key=key)

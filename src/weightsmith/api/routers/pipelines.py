@@ -45,4 +45,4 @@ def show_pipeline(id: int, ctx: Ctx) -> PipelineInfo:
 @router.post("/pipelines/{id}/cancel", response_model=PipelineInfo)
 def cancel_pipeline(id: int, ctx: Ctx, key: IdempotencyKey = None) -> PipelineInfo:
     """Cancel every job of the pipeline that has not ended."""
-    return pipelines.cancel_pipeline(ctx, PipelineRef(id=id), idempotency_key=key)
+    return pipelines.cancel_pipeline(ctx, {"id": id}, idempotency_key=key)
