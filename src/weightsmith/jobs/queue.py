@@ -389,6 +389,12 @@ def show_job(ws: Workspace, job_id: int) -> dict[str, Any]:
         return job_dict(s, _get(s, job_id, ws.project_id), detail=True)
 
 
+def job_state(ws: Workspace, job_id: int) -> str:
+    """The job's state alone (a log or metrics poll asks it every half second; ``show_job`` loads every run)."""
+    with ws.session() as s:
+        return _get(s, job_id, ws.project_id).state
+
+
 def job_metrics(ws: Workspace, job_id: int) -> list[dict[str, Any]]:
     """Every metric row of the job's runs, as {"run", "step", "name", "value"}."""
     with ws.session() as s:

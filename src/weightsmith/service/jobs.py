@@ -152,7 +152,7 @@ def read_logs(ctx: Context, req: ReadLogs) -> LogChunk:
     """The job's log from a byte offset: call again with ``next_offset`` to read only what is new."""
     import codecs
 
-    state = queue.show_job(ctx.workspace, req.id)["state"]
+    state = queue.job_state(ctx.workspace, req.id)
     chunk, size = _read_range(_log_parts(ctx, req.id), req.offset, req.limit)
     # A character cut at the chunk's end waits for the next read; bytes that are not UTF-8 read as U+FFFD.
     decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
@@ -192,7 +192,7 @@ def read_metrics(ctx: Context, req: ReadMetrics) -> MetricHistory:
     Rows only ever append while a job runs, so passing ``next_offset`` back reads only new points.
     """
     rows = queue.job_metrics(ctx.workspace, req.id)
-    state = queue.show_job(ctx.workspace, req.id)["state"]
+    state = queue.job_state(ctx.workspace, req.id)
     new = rows[req.offset:]
     if req.names:
         new = [r for r in new if r["name"] in req.names]
