@@ -3,6 +3,7 @@ the ratio against a target. Not tests — a ratio on a busy machine is a measure
 
     .venv/bin/python bench/run.py            # every bench; exit 1 when a ratio misses its target
     .venv/bin/python bench/run.py sft_padding_free --json
+    .venv/bin/python bench/run.py --quick    # one round each; benches that can also shrink their workload
 
 The two variants run in alternating rounds (A B A B ...) on the same data, model and threads, so a
 machine that slows down mid-run slows both; the ratio is the median of the per-round ratios.
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import inspect
 import itertools
 import json
 import os
@@ -34,6 +36,7 @@ class Result:
     ratio: float  # median of candidate / baseline over rounds
     target: float
     rounds: int
+    details: dict | None = None  # a bench's whole table, when one ratio does not tell it all (serving)
 
     @property
     def met(self) -> bool:
@@ -139,10 +142,19 @@ def bench_generate_batched(root: Path, rounds: int) -> Result:
                      "prompts/s", 4.0, a, b)
 
 
-BENCHES: dict[str, Callable[[Path, int], Result]] = {
+def bench_serving(root: Path, rounds: int, quick: bool = False) -> list[Result]:
+    """Chat completions over HTTP at concurrency 1, 8, 32: continuous batching vs one generate() per request
+    (``bench/serving.py``): throughput at 32 (target 3x) and p95 latency at 1 (no worse than 1.1x)."""
+    import serving
+
+    return serving.bench(root, rounds, quick=quick)
+
+
+BENCHES: dict[str, Callable[..., Result | list[Result]]] = {
     "sft_padding_free": bench_sft_padding_free,
     "sft_packed_attention": bench_sft_packed_attention,
     "generate_batched": bench_generate_batched,
+    "serving": bench_serving,
 }
 
 
@@ -151,6 +163,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("names", nargs="*", help=f"benches to run (default: all of {', '.join(BENCHES)})")
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds per bench (default 3)")
     parser.add_argument("--json", action="store_true", help="print one JSON document at the end")
+    parser.add_argument("--quick", action="store_true",
+                        help="one round each, and a smaller workload where a bench has one (serving)")
     args = parser.parse_args(argv)
     unknown = [n for n in args.names if n not in BENCHES]
     if unknown:
@@ -166,14 +180,18 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     results = []
+    rounds = 1 if args.quick else args.rounds
     for name in args.names or list(BENCHES):
+        bench = BENCHES[name]
+        kwargs = {"quick": True} if args.quick and "quick" in inspect.signature(bench).parameters else {}
         # What the timed runs print (the Trainer's summary dict) goes to stderr: stdout is the JSON.
         with tempfile.TemporaryDirectory(prefix=f"bench-{name}-") as tmp, contextlib.redirect_stdout(sys.stderr):
-            result = BENCHES[name](Path(tmp), args.rounds)
-        results.append(result)
-        verdict = "met" if result.met else "MISSED"
-        print(f"{name}: {result.what}: {result.baseline:,.1f} → {result.candidate:,.1f} {result.unit}, "
-              f"{result.ratio:.2f}x (target {result.target:.2f}x, {verdict})", file=sys.stderr)
+            outcome = bench(Path(tmp), rounds, **kwargs)
+        for result in outcome if isinstance(outcome, list) else [outcome]:
+            results.append(result)
+            verdict = "met" if result.met else "MISSED"
+            print(f"{result.name}: {result.what}: {result.baseline:,.1f} → {result.candidate:,.1f} {result.unit}, "
+                  f"{result.ratio:.2f}x (target {result.target:.2f}x, {verdict})", file=sys.stderr)
     if args.json:
         print(json.dumps({
             "threads": torch.get_num_threads(), "cpus": os.cpu_count(),
