@@ -63,7 +63,7 @@ IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", descripti
 
 def create_app(workspace: Workspace, *, model_dirs=None) -> FastAPI:
     """The API over ``workspace``; ``model_dirs``: folders remote callers may name as models (default: WEIGHTSMITH_MODEL_DIRS)."""
-    from weightsmith.api.routers import admin, datasets, evals, jobs, models, pipelines
+    from weightsmith.api.routers import admin, datasets, evals, jobs, models, pipelines, traffic
 
     app = FastAPI(
         title="weightsmith",
@@ -106,6 +106,7 @@ def create_app(workspace: Workspace, *, model_dirs=None) -> FastAPI:
         """Liveness: 200 while the server runs (no token needed)."""
         return {"status": "ok"}
 
-    for router in (datasets.router, pipelines.router, jobs.router, models.router, evals.router, admin.router):
+    for router in (datasets.router, pipelines.router, jobs.router, models.router, evals.router, admin.router,
+                   traffic.router):
         app.include_router(router, prefix="/v1")
     return app

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import torch
 
+from weightsmith.serve.types import GREEDY_BELOW
+
 
 def next_tokens(
     logits: torch.Tensor, temperature: list[float], top_p: list[float], generators: list[torch.Generator | None]
@@ -23,7 +25,7 @@ def next_tokens(
 
     Args:
         logits: ``[rows, vocab]`` raw next-token logits (float32).
-        temperature: per row; 0 means greedy.
+        temperature: per row; 0 (or below :data:`~weightsmith.serve.types.GREEDY_BELOW`) means greedy.
         top_p: per row, in (0, 1].
         generators: per row, the CPU generator its uniform draw comes from (unused for greedy rows).
 
@@ -31,7 +33,7 @@ def next_tokens(
         ``[rows]`` long token ids, on the logits' device.
     """
     tokens = logits.argmax(dim=-1)
-    sampled = [row for row, t in enumerate(temperature) if t > 0]
+    sampled = [row for row, t in enumerate(temperature) if t >= GREEDY_BELOW]
     if not sampled:
         return tokens
     device = logits.device

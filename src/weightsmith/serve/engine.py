@@ -64,6 +64,7 @@ class _Request:
     first_token: float | None = None
     unfinished: int = 0
     batch_sizes: list[int] = field(default_factory=list)
+    generators: list[torch.Generator | None] = field(default_factory=list)  # per choice, made at submit
 
 
 @dataclass(eq=False)
@@ -86,12 +87,13 @@ def _choice_generator(params: SamplingParams, index: int) -> torch.Generator | N
     """The CPU generator a sampled choice draws from: seeded from (seed, choice) when the request has a seed.
 
     numpy's ``SeedSequence`` spawns independent streams from one seed, so choice 0 of ``n=1`` and of ``n=4``
-    with the same seed agree, and the choices of one request differ.
+    with the same seed agree, and the choices of one request differ. It takes non-negative entropy only, so
+    a negative seed (OpenAI allows any 64-bit integer) is taken modulo 2**64 (two's complement).
     """
-    if params.temperature == 0:
+    if params.greedy:
         return None
     seed = params.seed if params.seed is not None else secrets.randbits(63)
-    state = np.random.SeedSequence(seed, spawn_key=(index,)).generate_state(1, np.uint64)[0]
+    state = np.random.SeedSequence(seed % 2**64, spawn_key=(index,)).generate_state(1, np.uint64)[0]
     return torch.Generator().manual_seed(int(state) & (2**63 - 1))
 
 
@@ -146,9 +148,11 @@ class _EngineBase:
         prompt = [int(t) for t in prompt_ids]
         limit = self._check(prompt, params)
         handle = Handle(self._wake)
+        # Everything one request needs is made here, on the caller's thread: what it cannot make fails this
+        # request alone, never the engine's step that every running request shares.
         request = _Request(handle=handle, prompt=prompt, params=params, limit=limit, submitted=time.perf_counter(),
                            choices=[ChoiceText(i, self._backend, tuple(params.stop)) for i in range(params.n)],
-                           unfinished=params.n)
+                           unfinished=params.n, generators=[_choice_generator(params, i) for i in range(params.n)])
         with self._cond:
             if self._closing:
                 raise QueueFull(f"the engine serving '{self.model_dir.name}' is shutting down; retry on another server.")
@@ -194,7 +198,7 @@ class _EngineBase:
             raise UserError(f"max_tokens is {params.max_tokens}; it must be at least 1.")
         if params.n < 1:
             raise UserError(f"n is {params.n}; it must be at least 1.")
-        if params.temperature < 0:
+        if not params.temperature >= 0:  # NaN included
             raise UserError(f"temperature is {params.temperature}; use 0 for greedy decoding or a positive value.")
         if not 0 < params.top_p <= 1:
             raise UserError(f"top_p is {params.top_p}; it must be in (0, 1].")
@@ -366,8 +370,7 @@ class BatchedEngine(_EngineBase):
                             position_ids=positions.to(device), cache=cache, use_cache=True, logits_to_keep=1).logits
         # One row per choice: the n choices of a prompt share its prefill.
         owner = [i for i, r in enumerate(requests) for _ in range(r.params.n)]
-        rows = [_Row(request=r, choice=c, generator=_choice_generator(r.params, c.index))
-                for r in requests for c in r.choices]
+        rows = [_Row(request=r, choice=c, generator=r.generators[c.index]) for r in requests for c in r.choices]
         owner_index = torch.tensor(owner, device=device)
         finished = self._advance(logits[:, -1].float().index_select(0, owner_index), rows)
         kept = [i for i in range(len(rows)) if i not in finished]
@@ -488,9 +491,9 @@ class NaiveEngine(_EngineBase):
     def _generate(self, request: _Request) -> None:
         params, device = request.params, self.model.device
         sampling = {"do_sample": True, "temperature": params.temperature, "top_p": params.top_p, "top_k": 0} \
-            if params.temperature > 0 else {"do_sample": False}
+            if not params.greedy else {"do_sample": False}
         # Greedy choices are all the same sequence (and generate() refuses several greedy return sequences).
-        sequences = params.n if params.temperature > 0 else 1
+        sequences = params.n if not params.greedy else 1
         config = GenerationConfig(max_new_tokens=request.limit, num_return_sequences=sequences,
                                   eos_token_id=sorted(self._eos) or None, pad_token_id=self._pad,
                                   output_logits=params.logprobs, return_dict_in_generate=True, **sampling)

@@ -17,6 +17,10 @@ from weightsmith.errors import UserError
 
 FinishReason = Literal["stop", "length"]
 
+GREEDY_BELOW = 1e-5
+"""A temperature below this decodes greedily, as vLLM's ``SamplingParams`` does (its ``_SAMPLING_EPS``): dividing
+the logits by a temperature such as 1e-30 overflows float32 and would sample from NaNs, not from the argmax."""
+
 
 class QueueFull(UserError):
     """The engine's bounded queue is full: the server answers 503 with ``Retry-After``."""
@@ -30,7 +34,8 @@ class SamplingParams:
 
     Attributes:
         max_tokens: the most new tokens per choice (>= 1; the server caps it at context - prompt).
-        temperature: 0 means greedy (argmax); otherwise logits / temperature before sampling.
+        temperature: 0 (or below :data:`GREEDY_BELOW`) means greedy (argmax); otherwise logits / temperature
+            before sampling.
         top_p: nucleus sampling mass in (0, 1].
         seed: a request with a seed samples from its own ``torch.Generator`` seeded with it, so the
             same request with the same seed gives the same output whatever else is in the batch.
@@ -48,6 +53,11 @@ class SamplingParams:
     n: int = 1
     logprobs: bool = False
     top_logprobs: int = 0
+
+    @property
+    def greedy(self) -> bool:
+        """Decode by argmax: temperature 0, or so close to it (< :data:`GREEDY_BELOW`) that sampling equals it."""
+        return self.temperature < GREEDY_BELOW
 
 
 @dataclass
