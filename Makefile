@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: setup quickstart test bench clean
+.PHONY: setup browser quickstart test bench reference clean
 
 $(BIN)/weightsmith: pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,11 +20,22 @@ setup: $(BIN)/weightsmith
 quickstart: setup
 	$(BIN)/weightsmith quickstart
 
-test: setup
+# Headless Chromium for the HTML page tests (Debian's package; Playwright from the venv drives it).
+# Best effort and idempotent: where it cannot be installed (not root, no apt) those tests skip, saying why.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+	  { DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null 2>&1 || \
+	    { apt-get update -q >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null 2>&1; }; }; } || \
+	  echo "note: chromium is not installed and could not be (as root: apt-get install chromium); the HTML page tests will skip"
+
+test: setup browser
 	$(BIN)/python -m pytest -q
 
 bench: setup  # speed ratios, not tests (bench/README.md)
 	$(BIN)/python bench/run.py
+
+reference: setup  # docs/reference/ from the code (a test fails when it is stale)
+	$(BIN)/weightsmith reference --output docs/reference
 
 clean:
 	rm -rf $(VENV) .pytest_cache quickstart-workspace

@@ -132,3 +132,21 @@ def run_at_once(cwd: Path, commands: list[list[str]], timeout: float = 300) -> l
                 p.kill()
         shutil.rmtree(barrier, ignore_errors=True)
     return [subprocess.CompletedProcess(p.args, p.returncode, out, err) for p, (out, err) in zip(procs, outs)]
+
+
+def claim_until_empty(root: str, name: str, out) -> None:
+    """A spawned worker's loop: claim jobs as ``name`` until none is left, then put the ids on ``out``.
+
+    It lives here, not in a test module, so a spawned child can import it however pytest was started.
+    """
+    from weightsmith.jobs import queue
+    from weightsmith.workspace import Workspace
+
+    ws = Workspace.open(root)
+    got = []
+    while True:
+        job = queue.claim_next(ws, name)
+        if job is None:
+            break
+        got.append(job["id"])
+    out.put(got)

@@ -10,13 +10,14 @@ import argparse
 import json
 import os
 import sys
+import textwrap
 import time
 import traceback
 from pathlib import Path
 from typing import Any
 
-from weightsmith import cli_evals, cli_service
-from weightsmith.cli_render import dump, emit, local_context, open_workspace, table
+from weightsmith import cli_evals, cli_export, cli_reference, cli_serve, cli_service
+from weightsmith.cli_render import dump, emit, local_context, open_workspace, table, terminal_width
 from weightsmith.errors import GateRefused, UserError, describe_unexpected
 
 
@@ -88,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--detach", action="store_true", help="only queue the jobs; a 'weightsmith worker' runs them")
     p.add_argument("--idempotency-key", help="submitting twice with the same key returns the same jobs")
 
-    jobs = verbs.add_parser("jobs", help="jobs: list, show, logs, metrics, cancel, retry").add_subparsers(
+    jobs = verbs.add_parser("jobs", help="jobs: list, show, logs, metrics, page, cancel, retry").add_subparsers(
         dest="action", required=True, parser_class=_Parser
     )
     p = jobs.add_parser("list", parents=[common])
@@ -97,6 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     for action in ("show", "logs", "metrics", "cancel", "retry"):
         p = jobs.add_parser(action, parents=[common])
         p.add_argument("id", type=int)
+    cli_evals.add_job_parsers(jobs, common)
 
     p = verbs.add_parser("worker", parents=[common], help="run queued jobs")
     p.add_argument("--until-idle", action="store_true", help="exit when nothing is queued or running")
@@ -104,6 +106,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--poll", type=float, default=1.0, help="seconds between looks for work")
     p.add_argument("--all-projects", action="store_true",
                    help="run every project's jobs, not only --project's (one worker for an API or MCP server)")
+    p.add_argument("--concurrency", type=_positive_int, default=1, metavar="N",
+                   help="run up to N jobs at once; each stage gets cores // N threads unless it sets 'threads'")
+    p.add_argument("--progress-every", type=float, default=5.0, metavar="S",
+                   help="seconds between a running stage's progress lines (step, loss, lr; default 5)")
+    p.add_argument("--logs", action="store_true", help="also copy the stages' logs to stderr as they are written")
+    p.add_argument("--quiet", "-q", action="store_true", help="print only when a job starts and ends")
 
     p = verbs.add_parser("quickstart", parents=[common], help="the whole lifecycle on the shipped Quill domain")
     p.add_argument("--dir", default="quickstart-workspace", help="a new folder for the quickstart's workspace")
@@ -113,15 +121,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ablation", action="store_true", help="also run the same SFT from a random init (+~5 min)")
     p.add_argument("overrides", nargs="*", default=[], help="key=value for the pipeline, e.g. sft.max_steps=800")
 
-    models = verbs.add_parser("models", help="model registry: list, show, promote, rollback, aliases").add_subparsers(
+    models = verbs.add_parser("models", help="model registry: list, show, promote, rollback, aliases, export").add_subparsers(
         dest="action", required=True, parser_class=_Parser
     )
     models.add_parser("list", parents=[common])
     p = models.add_parser("show", parents=[common])
     p.add_argument("ref", help="NAME, NAME@vN, NAME@ALIAS")
     cli_evals.add_model_parsers(models, common)
+    cli_export.add_model_parsers(models, common)
     cli_evals.add_parsers(verbs, common)
     cli_service.add_parsers(verbs, common, _Parser)
+    cli_serve.add_parsers(verbs, common, _Parser)
+    cli_reference.add_parsers(verbs, common)
     return parser
 
 
@@ -166,8 +177,37 @@ def cmd_data(args) -> int:
               [[r["ref"], r["format"], r["rows"], r["tokens_estimate"], r["duplicates"], r["hash"][:12], r["created_at"]] for r in d]))
     else:
         doc = dump(datasets.show_dataset(ctx, {"ref": args.ref}))
-        _emit(args, doc, lambda d: print(json.dumps(d, indent=2)))
+        _emit(args, doc, lambda d: _print_dataset(d, ctx.workspace.root))
     return 0
+
+
+def _print_dataset(d: dict, root: Path) -> None:
+    """One dataset version for people: what it holds, where it is kept and where it came from."""
+    print(f"{d['ref']}  ({d['format']})")
+    print(f"  rows:       {d['rows']:,} ({d['duplicates']:,} duplicates)")
+    print(f"  tokens:     ~{d['tokens_estimate']:,} (estimated without a tokenizer)")
+    print(f"  sha256:     {d['hash']}")
+    print(f"  created:    {d['created_at']}")
+    if d.get("path"):
+        print(f"  stored at:  {_relative_to(d['path'], root)}")
+    for key, value in (d.get("provenance") or {}).items():  # where it came from: source, files, the stage
+        if isinstance(value, list):
+            shown = [Path(str(v)).name if key == "files" else str(v) for v in value[:5]]
+            text = f"{len(value)}: " + ", ".join(shown) + (f" and {len(value) - 5} more" if len(value) > 5 else "")
+        else:
+            text = json.dumps(value) if isinstance(value, dict) else str(value)
+        lines = textwrap.wrap(text, width=max(terminal_width(), 40) - 14, break_on_hyphens=False) or [""]
+        print(f"  {key + ':':<11} {lines[0]}")
+        for line in lines[1:]:
+            print(f"{'':14}{line}")
+
+
+def _relative_to(path: str, root: Path) -> str:
+    """A workspace path as people read it: relative to the workspace folder when inside it."""
+    try:
+        return str(Path(path).relative_to(root))
+    except ValueError:
+        return path
 
 
 def cmd_run(args) -> int:
@@ -199,12 +239,24 @@ def _submit_waiting_for_the_first(ctx, submit, request, wait_s: float = 120.0):
             time.sleep(0.2)
 
 
-def _stage_printer(enabled: bool):
-    """Prints a line when each stage starts and ends (for people; silent under --json)."""
+def _stage_printer(enabled: bool, progress_every_s: float | None = None):
+    """Prints a line when each stage starts and ends (for people; silent under --json).
+
+    With ``progress_every_s``, also a line of the stage's latest step, loss and lr, at most that often per
+    job (and at its last step): progress for people watching a worker, a few lines a minute, not a flood.
+    """
     started: dict[int, float] = {}
+    last_said: dict[int, float] = {}
 
     def on_event(event: str, job: dict) -> None:
         if not enabled:
+            return
+        if event == "progress":
+            row, now = job.get("metrics") or {}, time.monotonic()
+            final = row.get("step") is not None and row.get("step") == job.get("max_steps")
+            if progress_every_s is not None and (final or now - last_said.get(job["id"], 0.0) >= progress_every_s):
+                last_said[job["id"]] = now
+                print(f"  {job['stage']} (job {job['id']}): {_progress_text(row, job.get('max_steps'))}", flush=True)
             return
         if event == "started":
             started[job["id"]] = time.monotonic()
@@ -214,9 +266,22 @@ def _stage_printer(enabled: bool):
         result = job.get("result") or {}
         what = result.get("model_version") or (result.get("dataset") or {}).get("ref") or job.get("output") or ""
         mark, detail = ("✓", what) if event == "succeeded" else ("✗", job.get("error"))
-        print(f"{mark} {job['stage']} {event} in {took:.1f}s: {detail}", flush=True)
+        print(f"{mark} {job['stage']} (job {job['id']}) {event} in {took:.1f}s: {detail}", flush=True)
+        for warning in result.get("warnings") or []:  # e.g. a tokenizer smaller than its vocab_size
+            print(f"  note: {warning}", flush=True)
 
     return on_event
+
+
+def _progress_text(row: dict, max_steps: int | None) -> str:
+    """``step 20/60  loss 2.31  lr 0.001  4,210 tok/s`` from one metrics row."""
+    parts = [f"step {row.get('step')}" + (f"/{max_steps}" if max_steps else "")]
+    for name, label in (("loss", "loss"), ("lr", "lr"), ("grad_norm", "grad norm"), ("reward", "reward")):
+        if isinstance(row.get(name), (int, float)):
+            parts.append(f"{label} {row[name]:.4g}")
+    if isinstance(row.get("tokens_per_sec"), (int, float)):
+        parts.append(f"{row['tokens_per_sec']:,.0f} tok/s")
+    return "  ".join(parts)
 
 
 def _run_inline(args, ws, submitted: dict) -> int:
@@ -240,11 +305,13 @@ def cmd_jobs(args) -> int:
     from weightsmith.jobs.queue import stale_after_s
     from weightsmith.service import jobs
 
+    if args.action in cli_evals.JOB_COMMANDS:
+        return cli_evals.JOB_COMMANDS[args.action](args)
     ctx = local_context(args)
     if args.action == "list":
         doc = dump(jobs.list_jobs(ctx, {"state": args.state, "pipeline": args.pipeline}))["jobs"]
         _emit(args, doc, lambda d: _table("jobs", ["id", "pipeline", "stage", "kind", "state", "attempts", "error"],
-              [[j["id"], j["pipeline"], j["stage"], j["kind"], j["state"], j["attempts"], (j["error"] or "")[:60]] for j in d]))
+              [[j["id"], j["pipeline"], j["stage"], j["kind"], j["state"], j["attempts"], _clip(j["error"], 300)] for j in d]))
     elif args.action == "show":
         doc = dump(jobs.show_job(ctx, {"id": args.id}))
         _emit(args, doc, lambda d: print(json.dumps(d, indent=2, default=str)))
@@ -262,16 +329,37 @@ def cmd_jobs(args) -> int:
     elif args.action == "cancel":
         doc = dump(jobs.cancel_job(ctx, {"id": args.id}))
         window = stale_after_s(ctx.workspace)
-        _emit(args, doc, lambda d: print(
-            f"job {d['id']}: {d['error']}" if d["state"] == "cancelled" else
-            f"job {d['id']}: cancel requested; its worker stops the stage within seconds (if that worker is gone, "
-            f"the job is cancelled once its heartbeat is {window:g} s old: by any worker, or by cancelling it again)"))
+
+        def said(d: dict) -> None:
+            print(f"job {d['id']}: {d['error']}" if d["state"] == "cancelled" else
+                  f"job {d['id']}: cancel requested; its worker stops the stage within seconds (if that worker is gone, "
+                  f"the job is cancelled once its heartbeat is {window:g} s old: by any worker, or by cancelling it "
+                  "again)")
+            _say_pipeline_goes_on(ctx, d)
+
+        _emit(args, doc, said)
     elif args.action == "retry":
         doc = dump(jobs.retry_job(ctx, {"id": args.id}))
         _emit(args, doc, lambda d: print(
             f"job {d['id']} re-queued" + (": its worker had stopped heart-beating" if d.get("requeued_from") == "running"
                                           else "") + " (its checkpoints are kept; run a worker)"))
     return 0
+
+
+def _say_pipeline_goes_on(ctx, cancelled: dict) -> None:
+    """After ``jobs cancel``: the pipeline's other branches still run; say so (on stderr, a hint), and how to stop
+    them all."""
+    from weightsmith.service import jobs
+
+    if cancelled.get("pipeline") is None:
+        return
+    others = [j for j in dump(jobs.list_jobs(ctx, {"pipeline": cancelled["pipeline"]}))["jobs"]
+              if j["id"] != cancelled["id"] and j["state"] in ("queued", "running")]
+    if others:
+        listed = ", ".join(f"{j['id']} {j['stage']} ({j['state']})" for j in others[:5])
+        more = f" and {len(others) - 5} more" if len(others) > 5 else ""
+        print(f"pipeline {cancelled['pipeline']} goes on: jobs {listed}{more} do not depend on it; "
+              f"'weightsmith pipelines cancel {cancelled['pipeline']}' stops them all.", file=sys.stderr)
 
 
 def _print_metrics(rows: list[dict]) -> None:
@@ -282,7 +370,13 @@ def _print_metrics(rows: list[dict]) -> None:
         if r["name"] not in names:
             names.append(r["name"])
     _table("metrics", ["run", "step", *names],
-           [[run, step, *[f"{v[n]:.4g}" if n in v else "" for n in names]] for (run, step), v in by_step.items()])
+           [[run, step, *[f"{v[n]:.4g}" if n in v else "" for n in names]] for (run, step), v in by_step.items()],
+           repeat=2)  # too many metrics for the width: several tables, each with run and step
+
+
+def _clip(text: str | None, limit: int) -> str:
+    text = text or ""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def cmd_worker(args) -> int:
@@ -291,8 +385,17 @@ def cmd_worker(args) -> int:
     from weightsmith.jobs.worker import Worker
 
     ws = _open(args)
-    worker = Worker(ws, poll_s=args.poll, all_projects=args.all_projects)
+    people = not getattr(args, "json", False)
+    # For people watching: a line when each job starts and ends, and its step, loss and lr every few seconds
+    # (--logs: the stages' whole logs on stderr too, as inline `run` shows them).
+    worker = Worker(ws, poll_s=args.poll, all_projects=args.all_projects, concurrency=args.concurrency,
+                    echo=sys.stderr if people and args.logs else None,
+                    on_event=_stage_printer(people, progress_every_s=None if args.quiet else args.progress_every))
     signal.signal(signal.SIGTERM, worker.stop)
+    if people:
+        whose = "every project" if args.all_projects else f"project '{ws.project_name}'"
+        until = "until nothing is left" if args.until_idle else "until stopped (Ctrl-C)"
+        print(f"worker {worker.name}: running the jobs of {whose}, {args.concurrency} at a time, {until}", flush=True)
     ran = worker.run(until_idle=args.until_idle, max_jobs=args.max_jobs)
     _emit(args, {"worker": worker.name, "jobs_run": ran}, lambda d: print(f"worker {d['worker']} ran {d['jobs_run']} job(s)"))
     return 0
@@ -355,22 +458,34 @@ def cmd_models(args) -> int:
 
     if args.action in cli_evals.MODEL_COMMANDS:
         return cli_evals.MODEL_COMMANDS[args.action](args)
+    if args.action == "export":
+        return cli_export.cmd_export(args)
     ctx = local_context(args)
     if args.action == "list":
         doc = dump(models.list_models(ctx, {}))["versions"]
-        _emit(args, doc, lambda d: _table("models", ["ref", "stage", "parent", "data", "run", "path"],
-              [[v["ref"], v["stage"], v["parent"], ", ".join(v["data"]), v["run"], v["path"]] for v in d]))
+        root = ctx.workspace.root
+        # The pipeline stage's name tells variants of one recipe apart (sft_lora, sft_full); the recipe is its kind.
+        _emit(args, doc, lambda d: _table("models", ["ref", "stage", "kind", "parent", "data", "path"],
+              [[v["ref"], v.get("pipeline_stage") or v["stage"], v["stage"], v["parent"], ", ".join(v["data"]),
+                _relative_to(v["path"], root)] for v in d], optional=("path",)))
     else:
         doc = dump(models.show_model(ctx, {"ref": args.ref}))
         _emit(args, doc, _print_model)
     return 0
 
 
+def _weighted(data: list[str], weights: dict[str, float] | None) -> str:
+    """Dataset versions, each with its weight when they were a data mix: ``qa@v1 (weight 1), docs@v2 (weight 0.3)``."""
+    return ", ".join(f"{ref} (weight {weights[ref]:g})" if weights and ref in weights else ref for ref in data)
+
+
 def _print_model(d: dict) -> None:
-    print(f"{d['ref']}  ({d['stage']})\n  path:   {d['path']}\n  parent: {d['parent']}\n  run:    {d['run']} (job {d['job']})")
-    print(f"  data:   {', '.join(d['data']) or '-'}\n  lineage:")
+    stage = f"{d['pipeline_stage']}, {d['stage']}" if d.get("pipeline_stage") not in (None, d["stage"]) else d["stage"]
+    parent = d["parent"] or d.get("source")  # a model folder, or "init: random (size S)"
+    print(f"{d['ref']}  ({stage})\n  path:   {d['path']}\n  parent: {parent}\n  run:    {d['run']} (job {d['job']})")
+    print(f"  data:   {_weighted(d['data'], d.get('data_weights')) or '-'}\n  lineage:")
     for i, node in enumerate(d["lineage"]):
-        data = ", ".join(node["data"]) or (node["source"] or "-")
+        data = _weighted(node["data"], node.get("data_weights")) or (node["source"] or "-")
         print(f"    {'  ' * i}{'└─ ' if i else ''}{node['ref']} [{node['stage']}] run {node['run']} on {data}")
 
 
@@ -385,6 +500,8 @@ COMMANDS = {
 }
 COMMANDS.update(cli_evals.COMMANDS)
 COMMANDS.update(cli_service.COMMANDS)
+COMMANDS.update(cli_serve.COMMANDS)
+COMMANDS.update(cli_reference.COMMANDS)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -397,10 +514,13 @@ def main(argv: list[str] | None = None) -> int:
         if want_json:
             sys.stdout.write(json.dumps({"error": str(exc), "details": details}) + "\n")
         else:
-            for line in details[:50]:
+            from weightsmith.data.formats import summarize_errors
+
+            shown = summarize_errors(details)  # fifty rows with one problem: one line with the count
+            for line in shown[:50]:
                 print(line, file=sys.stderr)
-            if len(details) > 50:
-                print(f"... and {len(details) - 50} more (use --json for all of them)", file=sys.stderr)
+            if len(shown) > 50:
+                print(f"... and {len(shown) - 50} more (use --json for all of them)", file=sys.stderr)
             print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
     except GateRefused as exc:

@@ -1,9 +1,11 @@
-"""The evaluation verbs of the command line: eval, eval report, eval history, gate, models promote/rollback/aliases.
+"""The evaluation verbs of the command line: eval (run, report, history, compare, export), gate,
+models promote/rollback/aliases, and the training-curves page (jobs page).
 
-``cli.py`` wires these in with :func:`add_parsers` / :data:`COMMANDS` (top-level verbs) and
-:func:`add_model_parsers` / :data:`MODEL_COMMANDS` (subverbs of ``models``). Each handler is a
-thin call of a :mod:`weightsmith.service` verb (``evals``, ``gates``, ``models``), rendered by
-:mod:`weightsmith.cli_render`.
+``cli.py`` wires these in with :func:`add_parsers` / :data:`COMMANDS` (top-level verbs),
+:func:`add_model_parsers` / :data:`MODEL_COMMANDS` (subverbs of ``models``) and
+:func:`add_job_parsers` / :data:`JOB_COMMANDS` (subverbs of ``jobs``). Each handler is a thin
+call of a :mod:`weightsmith.service` verb (``evals``, ``gates``, ``models``, ``jobs``), rendered by
+:mod:`weightsmith.cli_render` (the page by :mod:`weightsmith.runs_page`).
 """
 
 from __future__ import annotations
@@ -18,7 +20,9 @@ from weightsmith.errors import GateRefused, UserError, shorten
 EVAL_USAGE = (
     "weightsmith eval SUITE --model NAME@vN [--device D]\n"
     "       weightsmith eval report RUN_ID [--html FILE] [--gate GATE_ID]\n"
-    "       weightsmith eval history NAME [--suite SUITE]"
+    "       weightsmith eval history NAME [--suite SUITE]\n"
+    "       weightsmith eval compare A B --suite SUITE [--device D] [--rerun]   (or: eval compare RUN_A RUN_B)\n"
+    "       weightsmith eval export RUN_ID [--format jsonl|csv] [--output FILE] [--kpi KPI]"
 )
 
 
@@ -26,14 +30,20 @@ def add_parsers(verbs, common: argparse.ArgumentParser) -> None:
     """Add ``eval`` and ``gate`` to the top-level verbs."""
     p = verbs.add_parser(
         "eval", parents=[common], usage=EVAL_USAGE,
-        help="run a KPI suite on a model (eval SUITE --model REF), or: eval report RUN_ID, eval history NAME",
+        help="run a KPI suite on a model (eval SUITE --model REF), or: eval report RUN_ID, eval history NAME, "
+             "eval compare A B --suite SUITE, eval export RUN_ID",
     )
-    p.add_argument("target", nargs="+", metavar="SUITE | report RUN_ID | history NAME")
+    p.add_argument("target", nargs="+", metavar="SUITE | report RUN_ID | history NAME | compare A B | export RUN_ID")
     p.add_argument("--model", "-m", help="the model to evaluate: NAME@vN, NAME@ALIAS or a model folder")
     p.add_argument("--device", help="auto | cpu | cuda (default: the suite's device)")
     p.add_argument("--html", metavar="FILE", help="report: also write a self-contained HTML page here")
     p.add_argument("--gate", type=int, metavar="GATE_ID", help="report: the gate to show (default: the newest that judged the run)")
-    p.add_argument("--suite", help="history: only this suite's runs")
+    p.add_argument("--suite", help="compare: the KPI suite YAML; history: only this suite's runs")
+    p.add_argument("--rerun", action="store_true", help="compare: evaluate again even if a run of the suite is stored")
+    p.add_argument("--format", choices=["jsonl", "csv"], help="export: jsonl or csv (default: from --output's suffix, "
+                                                                "else jsonl)")
+    p.add_argument("--output", "-o", metavar="FILE", help="export: write here (default: standard output)")
+    p.add_argument("--kpi", help="export: only this KPI's examples")
 
     p = verbs.add_parser("gate", parents=[common], help="may a candidate replace its baseline? (exit 0 pass, 3 refused)")
     p.add_argument("suite", help="the KPI suite YAML")
@@ -74,6 +84,10 @@ def _kpi_rows(kpis: dict) -> list[list]:
         met = {True: "yes", False: "NO", None: ""}[k["met_target"]]
         rows.append([name + (" (retention)" if k["retention"] else ""), f"{k['metric']} ({k['aggregate']})",
                      _fmt(k["value"]), f"[{_fmt(low)}, {_fmt(high)}]", k["n"], _fmt(k["target"]), met])
+        for label, piece in (k.get("slices") or {}).items():  # a sliced KPI: one row per value of its column
+            low, high = piece["ci"]
+            rows.append([f"  {k['slice_by']}={label}", "", _fmt(piece["value"]), f"[{_fmt(low)}, {_fmt(high)}]",
+                         piece["n"], "", ""])
     return rows
 
 
@@ -83,6 +97,12 @@ def cmd_eval(args) -> int:
         return _eval_report(args, rest[0])
     if first == "history" and len(rest) == 1:
         return _eval_history(args, rest[0])
+    if first == "compare":
+        if len(rest) != 2:
+            raise UserError(f"'eval compare' takes two models (A B) and --suite SUITE, or two run ids; usage: {EVAL_USAGE}")
+        return _eval_compare(args, *rest)
+    if first == "export" and len(rest) == 1:
+        return _eval_export(args, rest[0])
     if rest:
         raise UserError(f"unexpected arguments {shorten(' '.join(rest))}; usage: {EVAL_USAGE}")
     if not args.model:
@@ -156,6 +176,87 @@ def _eval_history(args, name: str) -> int:
                 *[_fmt(v["kpis"][n]["value"]) if n in v["kpis"] else "" for n in names]] for v in d["versions"]])
 
     emit(args, doc, human)
+    return 0
+
+
+def _g3(x) -> str:
+    return "–" if x is None else f"{x:.3g}"
+
+
+def _diff_cell(entry: dict) -> str:
+    low, high = entry["ci"]
+    return "–" if entry["diff"] is None else f"{entry['diff']:+.3g} [{_g3(low)}, {_g3(high)}]"
+
+
+def _compare_rows(kpis: dict) -> list[list]:
+    """One row per KPI, then one per slice of a sliced KPI (indented): short cells, so 80 columns hold them."""
+    ahead = {"a": "A", "b": "B", None: ""}
+    rows = []
+    for name, k in kpis.items():
+        rows.append([name, k["n"], _g3(k["a"]["value"]), _g3(k["b"]["value"]), _diff_cell(k), _g3(k["p_value"]),
+                     ahead[k["better"]]])
+        for label, piece in (k.get("slices") or {}).items():
+            rows.append([f"  {k['slice_by']}={label}", piece["n"], _g3((piece["a"] or {}).get("value")),
+                         _g3((piece["b"] or {}).get("value")), _diff_cell(piece), _g3(piece["p_value"]),
+                         ahead[piece["better"]]])
+    return rows
+
+
+def _eval_compare(args, a: str, b: str) -> int:
+    from weightsmith.service import evals
+
+    ctx = local_context(args)
+    if args.suite is None:
+        if not (a.isdigit() and b.isdigit()):
+            raise UserError("'eval compare A B' needs --suite SUITE (the KPI suite to evaluate both on); "
+                            "without it, give two eval run ids.")
+        doc = dump(evals.compare_runs(ctx, {"a": int(a), "b": int(b)}))
+    else:
+        if not getattr(args, "json", False):
+            ctx.events = lambda event, _data: print(f"Comparing {b} with {a} on {args.suite} ...", file=sys.stderr, flush=True)
+        doc = dump(evals.compare_models(ctx, {"suite_path": args.suite, "a": a, "b": b, "device": args.device,
+                                              "rerun": args.rerun}))
+
+    def human(d: dict) -> None:
+        def side(m: dict) -> str:
+            return f"{m['model']} (run {m['run']}{', stored' if m['reused'] else ''})"
+
+        print(f"A = {side(d['a'])}\nB = {side(d['b'])}")
+        table(f"{d['suite']}: B − A on the same examples", ["KPI", "n", "A", "B", "B − A [95% CI]", "p", "ahead"],
+              _compare_rows(d["kpis"]), no_wrap=("B − A [95% CI]",))
+        exact = [name for name, k in d["kpis"].items() if k["test"] == "mcnemar"]
+        print(f"p: McNemar's exact test{' (' + ', '.join(exact) + ')' if exact else ''} for pass/fail scores, a paired "
+              f"bootstrap for the others; ahead: the better model where p < {d['alpha']:g}.")
+
+    emit(args, doc, human)
+    return 0
+
+
+def _eval_export(args, run_text: str) -> int:
+    from weightsmith.evals.export import render
+    from weightsmith.service import evals
+
+    ctx = local_context(args)
+    out = Path(args.output).expanduser().resolve() if args.output else None
+    if out is not None and not out.parent.is_dir():
+        raise UserError(f"--output: folder '{out.parent}' does not exist.")
+    fmt = args.format or ("csv" if out is not None and out.suffix.lower() == ".csv" else "jsonl")
+    request = {"run": _run_id(run_text), "kpi": args.kpi, "offset": 0, "limit": evals.MAX_EXPORT_ROWS}
+    page = dump(evals.export_eval(ctx, request))
+    rows = list(page["rows"])
+    while not page["done"] and page["rows"]:
+        page = dump(evals.export_eval(ctx, {**request, "offset": page["next_offset"]}))
+        rows.extend(page["rows"])
+    if out is None and getattr(args, "json", False):
+        emit(args, {"run": page["run"], "model": page["model"], "suite": page["suite"], "rows": rows}, print)
+        return 0
+    text = render(rows, fmt, run=page["run"], model=page["model"])
+    if out is None:
+        sys.stdout.write(text)
+        return 0
+    out.write_text(text, encoding="utf-8", newline="")
+    doc = {"run": page["run"], "rows": len(rows), "format": fmt, "output": str(out)}
+    emit(args, doc, lambda d: print(f"Wrote {d['rows']} rows of eval run {d['run']} to {d['output']} ({d['format']})"))
     return 0
 
 
@@ -234,5 +335,34 @@ def cmd_aliases(args) -> int:
     return 0
 
 
+def add_job_parsers(jobs, common: argparse.ArgumentParser) -> None:
+    """Add ``page`` under ``jobs``."""
+    p = jobs.add_parser("page", parents=[common],
+                        help="an HTML page of jobs' loss, lr, grad-norm and reward curves, overlaid (offline, one file)")
+    p.add_argument("ids", nargs="+", type=int, metavar="JOB", help="the jobs to draw (jobs list shows their ids)")
+    p.add_argument("--output", "-o", required=True, metavar="FILE", help="the HTML file to write")
+    p.add_argument("--metric", action="append", default=[], metavar="NAME",
+                   help="also plot this metric (repeatable), e.g. tokens_per_sec")
+
+
+def cmd_jobs_page(args) -> int:
+    from weightsmith.runs_page import render_page
+    from weightsmith.service import jobs
+
+    ctx = local_context(args)
+    out = Path(args.output).expanduser().resolve()
+    if not out.parent.is_dir():
+        raise UserError(f"--output: folder '{out.parent}' does not exist.")
+    ids = list(dict.fromkeys(args.ids))
+    shown = [dump(jobs.show_job(ctx, {"id": job_id})) for job_id in ids]
+    points = {job_id: dump(jobs.read_metrics(ctx, {"id": job_id}))["points"] for job_id in ids}
+    out.write_text(render_page(shown, points, extra=args.metric), encoding="utf-8")
+    logged = sorted({p["name"] for rows in points.values() for p in rows})
+    doc = {"output": str(out), "jobs": ids, "points": sum(len(rows) for rows in points.values()), "metrics": logged}
+    emit(args, doc, lambda d: print(f"Wrote {d['output']}: jobs {', '.join(map(str, d['jobs']))}, {d['points']} metric points"))
+    return 0
+
+
 COMMANDS = {"eval": cmd_eval, "gate": cmd_gate}
 MODEL_COMMANDS = {"promote": cmd_promote, "rollback": cmd_rollback, "aliases": cmd_aliases}
+JOB_COMMANDS = {"page": cmd_jobs_page}

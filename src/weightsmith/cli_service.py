@@ -1,4 +1,5 @@
-"""CLI verbs of the control plane: ``api`` (the REST server), ``mcp`` (the MCP server), ``tokens``, ``audit``, ``pipelines``.
+"""CLI verbs of the control plane: ``api`` (the REST server), ``mcp`` (the MCP server), ``tokens``, ``audit``,
+``pipelines``, ``gc``.
 
 Each handler parses its arguments, calls one :mod:`weightsmith.service` verb and renders the result.
 """
@@ -46,9 +47,14 @@ def add_parsers(verbs, common: argparse.ArgumentParser, parser_class) -> None:
         dest="action", required=True, parser_class=parser_class)
     p = pipes.add_parser("list", parents=[common])
     p.add_argument("--limit", type=int, default=20)
-    for action in ("show", "cancel"):
-        p = pipes.add_parser(action, parents=[common])
+    for action, what in (("show", "a pipeline's jobs and their states"),
+                         ("cancel", "cancel every queued or running job of a pipeline, independent branches included")):
+        p = pipes.add_parser(action, parents=[common], help=what)
         p.add_argument("id", type=int)
+
+    p = verbs.add_parser("gc", parents=[common],
+                         help="free the checkpoints of jobs that have ended (registered versions are kept)")
+    p.add_argument("--dry-run", action="store_true", help="say what would be freed; delete nothing")
 
 
 def cmd_api(args) -> int:
@@ -118,7 +124,7 @@ def cmd_audit(args) -> int:
 
 def _print_pipeline(p) -> None:
     table(f"pipeline {p.id} ({p.name} → {p.model}): {p.state}", ["job", "stage", "kind", "state", "error"],
-          [[j.id, j.stage, j.kind, j.state, (j.error or "")[:70]] for j in p.jobs])
+          [[j.id, j.stage, j.kind, j.state, j.error] for j in p.jobs])  # long errors: notes under the table
 
 
 def cmd_pipelines(args) -> int:
@@ -136,4 +142,31 @@ def cmd_pipelines(args) -> int:
     return 0
 
 
-COMMANDS = {"api": cmd_api, "mcp": cmd_mcp, "tokens": cmd_tokens, "audit": cmd_audit, "pipelines": cmd_pipelines}
+def _size(n: int) -> str:
+    for unit, div in (("GB", 1 << 30), ("MB", 1 << 20), ("KB", 1 << 10)):
+        if n >= div:
+            return f"{n / div:.1f} {unit}"
+    return f"{n} B"
+
+
+def cmd_gc(args) -> int:
+    from weightsmith.service import gc
+
+    doc = gc.collect_garbage(local_context(args), {"dry_run": args.dry_run})
+
+    def human(d) -> None:
+        if d.jobs:
+            table("intermediate files of jobs that have ended", ["job", "stage", "state", "checkpoints",
+                  "size"], [[j.job, j.stage, j.state, j.checkpoints, _size(j.bytes)] for j in d.jobs])
+        for s in d.skipped:
+            print(f"job {s.job} ({s.stage}) left alone: {s.reason}")
+        verb = "Would free" if d.dry_run else "Freed"
+        print(f"{verb} {_size(d.bytes_freed)} from {len(d.jobs)} job(s); {d.kept_versions} registered model "
+              f"version(s) kept{' (run without --dry-run to delete)' if d.dry_run and d.jobs else ''}.")
+
+    emit(args, doc, human)
+    return 0
+
+
+COMMANDS = {"api": cmd_api, "mcp": cmd_mcp, "tokens": cmd_tokens, "audit": cmd_audit, "pipelines": cmd_pipelines,
+            "gc": cmd_gc}

@@ -192,25 +192,12 @@ def phrasing_by_family(ws, run_id: int, kpi: str = "exec_accuracy_phrasing") -> 
 
 def compare_runs(ws, baseline_run: int, candidate_run: int, kpis: list[str]) -> dict[str, Any]:
     """Paired differences (candidate - baseline) per KPI on the same examples, with a 95% bootstrap
-    interval and McNemar's p-value: "does this stage help?" answered with statistics."""
-    from weightsmith.evals.run import get_run, load_outcomes
-    from weightsmith.evals.stats import mcnemar, paired_bootstrap
+    interval and McNemar's exact p-value: "does this stage help?" answered with statistics, as
+    ``weightsmith eval compare`` answers it (:func:`weightsmith.evals.compare.compare_runs`)."""
+    from weightsmith.evals.compare import compare_runs as paired
 
-    with ws.session() as s:
-        outcomes = [{o.kpi.name: o for o in load_outcomes(s, s.merge(get_run(ws, run_id)))} for run_id in (baseline_run, candidate_run)]
-    out = {}
-    for name in kpis:
-        base, cand = (o[name].scores_by_position() for o in outcomes)
-        positions = sorted(set(base) & set(cand))
-        b, c = [base[i] for i in positions], [cand[i] for i in positions]
-        boot = paired_bootstrap(c, b, seed=0)
-        out[name] = {
-            "diff": boot["diff"],
-            "ci": list(boot["ci"]),
-            "p_value": mcnemar([x >= 1.0 for x in c], [x >= 1.0 for x in b])["p_value"],
-            "n": len(positions),
-        }
-    return out
+    compared = paired(ws, baseline_run, candidate_run, kpis=kpis)["kpis"]
+    return {name: {"diff": k["diff"], "ci": k["ci"], "p_value": k["p_value"], "n": k["n"]} for name, k in compared.items()}
 
 
 def run_ablation(ws, spec, done: dict, suite: Path, *, device, echo, on_event) -> dict[str, Any]:

@@ -116,3 +116,18 @@ def tiny_chat_model(tmp_path_factory) -> TinyChatModel:
     model.save_pretrained(directory)
     tokenizer.save_pretrained(directory)
     return TinyChatModel(path=str(directory), chats=dict(CHATS), plain=dict(PLAIN))
+
+
+@pytest.fixture(scope="session")
+def untrained_chat_model(tmp_path_factory, tiny_chat_model) -> str:
+    """The tiny chat model's architecture and tokenizer with fresh random weights: it answers nothing right."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    config = AutoConfig.from_pretrained(tiny_chat_model.path)
+    with _one_torch_thread(), torch.random.fork_rng(devices=[]):
+        torch.manual_seed(1)
+        model = AutoModelForCausalLM.from_config(config)
+    directory = tmp_path_factory.mktemp("untrained_chat_model")
+    model.save_pretrained(directory)
+    AutoTokenizer.from_pretrained(tiny_chat_model.path).save_pretrained(directory)
+    return str(directory)

@@ -68,7 +68,8 @@ def test_unknown_metric_suggests_the_closest_name(held):
         ({"gate": {"max_regression": "5 percent"}}, "a percentage like '5%'"),
         ({"aggregate": "perplexity"}, "kpis.acc.aggregate: 'perplexity' is the aggregate of the perplexity metric"),
         ({"data": "held@v1"}, "either as 'data: NAME@vN'"),
-        ({"format": "chat"}, "metric 'exact_match' reads prompt rows, not 'chat'"),
+        ({"format": "text"}, "metric 'exact_match' reads prompt or chat rows, not 'text'"),
+        ({"format": "preference"}, "metric 'exact_match' reads prompt or chat rows, not 'preference'"),
         ({"prompt": {"template": "Q: {question"}}, "kpis.acc.prompt.template: not a valid format string"),
     ],
 )
@@ -149,17 +150,24 @@ def test_dataset_of_the_wrong_format_or_columns_exits_2_and_records_nothing(ws, 
     add_dataset(ws, "tasks", EXAMPLES / "tiny" / "data" / "tasks.jsonl", "chat")
     add_dataset(ws, "prompts", EXAMPLES / "tiny" / "data" / "prompts.jsonl", "prompt")
 
-    wrong_format = write(tmp_path / "wrong.yaml", "name: s\nkpis:\n  acc: {data: tasks@v1, metric: exact_match}\n")
+    wrong_format = write(tmp_path / "wrong.yaml", "name: s\nkpis:\n  ppl: {data: tasks@v1, metric: perplexity}\n")
     proc = cli("eval", str(wrong_format), "--model", "m@v1", check=False)
     assert proc.returncode == 2, proc.stderr
-    assert "kpis.acc.data: tasks@v1 holds chat data, but metric 'exact_match' reads prompt" in proc.stderr
+    assert "kpis.ppl.data: tasks@v1 holds chat data, but metric 'perplexity' reads text" in proc.stderr
     assert "Evaluating" not in proc.stderr  # refused before it says it started
 
     no_column = write(tmp_path / "col.yaml", "name: s\nkpis:\n  re: {data: prompts, metric: regex_match}\n")
-    doc = json.loads(cli("eval", str(no_column), "--model", "m@v1", "--json", check=False).stdout)
-    assert ("metric 'regex_match' (weightsmith.evals.metrics.regex_match) needs a column 'pattern', "
-            "which row 1 of prompts@v1 lacks") in doc["error"]
-    assert "columns:" in doc["error"]
+    proc = cli("eval", str(no_column), "--model", "m@v1", "--json", check=False)
+    assert proc.returncode == 2
+    error = json.loads(proc.stdout)["error"]
+    assert ("metric 'regex_match' (weightsmith.evals.metrics.regex_match) reads the column 'pattern', but row 1 of "
+            "prompts@v1 has the columns answer, prompt, without 'pattern'") in error
+    assert "columns:" in error and error.count(". ") == 0  # one sentence
+
+    chat_no_column = write(tmp_path / "chatcol.yaml", "name: s\nkpis:\n  re: {data: tasks, metric: regex_match}\n")
+    error = json.loads(cli("eval", str(chat_no_column), "--model", "m@v1", "--json", check=False).stdout)["error"]
+    assert ("reads the column 'pattern', but row 1 of tasks@v1 has the columns answer, prompt (chat rows give 'prompt' "
+            "and 'answer', the last assistant turn), without 'pattern'") in error
 
     unknown = write(tmp_path / "unknown.yaml", "name: s\nkpis:\n  acc: {data: promts, metric: exact_match}\n")
     proc = cli("eval", str(unknown), "--model", "m@v1", check=False)

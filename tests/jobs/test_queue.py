@@ -8,6 +8,7 @@ from datetime import timedelta
 
 import pytest
 
+from helpers import claim_until_empty
 from weightsmith.errors import UserError
 from weightsmith.jobs import queue
 from weightsmith.workspace import Workspace
@@ -92,22 +93,11 @@ def _token(ws, job_id):
         return s.get(Job, job_id).claim_token
 
 
-def _claimer(root: str, name: str, out) -> None:
-    ws = Workspace.open(root)
-    got = []
-    while True:
-        job = queue.claim_next(ws, name)
-        if job is None:
-            break
-        got.append(job["id"])
-    out.put(got)
-
-
 def test_two_concurrent_workers_never_claim_the_same_job(ws, ws_dir):
     ids = {_submit(ws, f"s{i}") for i in range(40)}
     ctx = mp.get_context("spawn")
     out = ctx.Queue()
-    procs = [ctx.Process(target=_claimer, args=(str(ws_dir), f"w{i}", out)) for i in range(2)]
+    procs = [ctx.Process(target=claim_until_empty, args=(str(ws_dir), f"w{i}", out)) for i in range(2)]
     for p in procs:
         p.start()
     results = [out.get(timeout=120) for _ in procs]

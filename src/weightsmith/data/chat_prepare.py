@@ -154,6 +154,39 @@ def prepare_sft(
     return Prepared(examples, report)
 
 
+def prepare_replay(rows: list[dict], tokenizer, *, max_length: int, data_path: object) -> Prepared:
+    """A text dataset replayed inside SFT: trained as pre-training trains it, next to the chat rows.
+
+    Replay — mixing a share of earlier data into fine-tuning — is the standard remedy for
+    forgetting it (e.g. Ibrahim et al. 2024, "Simple and Scalable Strategies to Continually
+    Pre-train Large Language Models"). The documents are packed as the pretrain stage packs them
+    (:mod:`weightsmith.data.packing`: tokens without special tokens, each document followed by EOS,
+    cut into ``max_length`` blocks; the last, shorter block is kept), and every token of a block is
+    a target (``labels == input_ids``), where a chat row's labels are its answers only. The two
+    kinds of row are then the same to SFTTrainer: ``input_ids`` and ``labels``.
+
+    Raises:
+        UserError: a dataset with no token to train on.
+    """
+    from weightsmith.data.packing import pack_token_chunks
+
+    texts = [str(row["text"]) for row in rows]
+    ids = tokenizer(texts, add_special_tokens=False, verbose=False)["input_ids"] if texts else []
+    blocks = pack_token_chunks(ids, max_len=max_length, eos_id=tokenizer.eos_token_id)
+    # A lone EOS (an empty document) predicts nothing once the collator masks each row's first token.
+    examples = [{"input_ids": block.tolist(), "labels": block.tolist()} for block in blocks if len(block) > 1]
+    if not examples:
+        raise UserError(f"{data_path}: the text dataset holds no text to replay; give it documents with text.")
+    report = {
+        "rows": len(rows),
+        "rows_trained": len(examples),
+        "max_length": max_length,
+        "tokens": int(sum(len(example["input_ids"]) for example in examples)),
+        "replay": True,
+    }
+    return Prepared(examples, report)
+
+
 # --------------------------------------------------------------------------------------------- DPO
 
 
@@ -294,6 +327,9 @@ def summary(kind: str, report: dict[str, Any]) -> str:
     if kind == "grpo":
         return (f"{kind} data: {report['rows']} prompts, the longest {report['longest_prompt_tokens']} tokens "
                 f"(context {report['context']}, max_completion_length {report['max_completion_length']}).")
+    if report.get("replay"):
+        return (f"{kind} data: {report['rows']} text documents replayed as plain-text loss: {report['rows_trained']} "
+                f"blocks of up to {report['max_length']} tokens ({report['tokens']} tokens, every one a target).")
     what = "conversations" if kind == "sft" else "pairs"
     line = (f"{kind} data: {report['rows_trained']} of {report['rows']} {what} train; max_length "
             f"{report['max_length']} drops {report['rows_dropped']} and cuts {report['rows_truncated']} short "

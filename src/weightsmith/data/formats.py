@@ -21,7 +21,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from weightsmith.data.formats_rows import ROW_CHECKS, ROW_SHAPES, json_kind
+from weightsmith.data.formats_rows import ROW_CHECKS, ROW_SHAPES, json_kind, looks_like
 from weightsmith.errors import UserError, closest
 
 FORMATS = ("text", "chat", "preference", "prompt")
@@ -88,6 +88,43 @@ class Validated:
     def ok(self) -> bool:
         """True when there is no error (a file with errors must create no dataset version)."""
         return not self.errors
+
+
+_LINE_ERROR = re.compile(r"^(?P<file>.+?):(?P<line>\d+): (?P<reason>.*)$", re.DOTALL)
+
+
+def summarize_errors(errors: list[str], shown_lines: int = 5) -> list[str]:
+    """The errors for people: one sentence per reason and file, with the count and the first line numbers.
+
+    ``["a.jsonl:1: missing key 'prompt'", "a.jsonl:2: missing key 'prompt'", ...]`` (fifty of them)
+    becomes ``["a.jsonl: lines 1, 2, 3, 4, 5 and 45 more (50 rows): missing key 'prompt'"]``. A reason
+    seen once keeps its ``FILE:LINE:`` form; errors not about a line pass through. Order: first seen.
+    The full list stays in ``--json`` and the API's error body.
+    """
+    groups: dict[tuple[str, str], list[str]] = {}
+    order: list[tuple[str, str] | str] = []
+    for error in errors:
+        match = _LINE_ERROR.match(error)
+        if match is None:
+            order.append(error)
+            continue
+        key = (match["file"], match["reason"])
+        if key not in groups:
+            groups[key] = []
+            order.append(key)
+        groups[key].append(match["line"])
+    out = []
+    for item in order:
+        if isinstance(item, str):
+            out.append(item)
+            continue
+        lines = groups[item]
+        if len(lines) == 1:
+            out.append(f"{item[0]}:{lines[0]}: {item[1]}")
+            continue
+        more = f" and {len(lines) - shown_lines:,} more" if len(lines) > shown_lines else ""
+        out.append(f"{item[0]}: lines {', '.join(lines[:shown_lines])}{more} ({len(lines):,} rows): {item[1]}")
+    return out
 
 
 def canonical_jsonl(rows: Iterable[dict]) -> bytes:
@@ -425,6 +462,12 @@ def _read_jsonl(data: bytes, name: str, fmt: str, collector: _Collector) -> None
             continue
         problems: list[str] = []
         row = check_row(value, problems)
+        guess = looks_like(value) if problems else None
+        if guess not in (None, fmt) and any(p.startswith("missing key") for p in problems):
+            # The rows are another format's: one sentence with the fix, not one per missing key.
+            keys = ", ".join(f"'{k}'" for k in list(value)[:4])
+            problems = [f"the row has {keys}, like a {guess} row, not a {fmt} row ({ROW_SHAPES[fmt]}); "
+                        f"add the file with --format {guess} (in a pipeline or suite: format: {guess})"]
         for problem in problems:
             collector.error(where, problem)
         if row is not None and not problems:

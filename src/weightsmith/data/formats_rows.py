@@ -501,6 +501,21 @@ ROW_CHECKS: dict[str, Callable[[dict, Problems], dict | None]] = {
     "prompt": check_prompt_row,
 }
 
+def looks_like(obj: dict) -> str | None:
+    """The format whose row shape ``obj`` has (by its required keys), or None: a chat row added as
+    prompt data fails on every line, and the fix is the format, not the rows."""
+    keys = set(obj)
+    if isinstance(obj.get("messages"), list):
+        return "chat"
+    if {"prompt", "chosen", "rejected"} <= keys or {"input", "preferred_output", "non_preferred_output"} <= keys:
+        return "preference"
+    if "prompt" in keys:
+        return "prompt"
+    if isinstance(obj.get("text"), str):
+        return "text"
+    return None
+
+
 ROW_SHAPES = {
     "text": TEXT_SHAPE,
     "chat": CHAT_SHAPE,

@@ -36,6 +36,22 @@ def pack_token_ids(documents: Iterable[Sequence[int]], seq_len: int, eos_id: int
     return stream[: n_blocks * seq_len].reshape(n_blocks, seq_len)
 
 
+def pack_token_chunks(documents: Iterable[Sequence[int]], max_len: int, eos_id: int) -> list[np.ndarray]:
+    """Like :func:`pack_token_ids`, but the last, shorter chunk is kept: ``[n, <= max_len]`` as a list.
+
+    For text replayed inside SFT (:func:`weightsmith.data.chat_prepare.prepare_replay`), whose
+    batches take rows of any length: a corpus shorter than one block still trains.
+    """
+    if max_len < 1:
+        raise ValueError(f"max_len must be positive, got {max_len}")
+    pieces = []
+    for ids in documents:
+        pieces.append(np.asarray(ids, dtype=np.int64))
+        pieces.append(np.asarray([eos_id], dtype=np.int64))
+    stream = np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.int64)
+    return [stream[start : start + max_len] for start in range(0, len(stream), max_len)]
+
+
 def collate_packed_blocks(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """Batch packed blocks for a causal LM: the labels are the inputs (the model shifts them).
 

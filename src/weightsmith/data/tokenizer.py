@@ -81,6 +81,26 @@ CHAT_TEMPLATE = (
 MIN_VOCAB_SIZE = 256 + len(SPECIAL_TOKENS)
 
 
+def vocab_shortfall(requested: int, trained: int, min_frequency: int) -> str | None:
+    """One sentence when BPE training stopped short of the requested vocabulary, else None.
+
+    BPE merges the most frequent pair of symbols until the vocabulary reaches ``vocab_size`` or no
+    pair occurs ``min_frequency`` times any more; on a small corpus the second comes first, and the
+    tokenizer is silently smaller than asked (a 1024 request on a small corpus gives ~700).
+
+    Args:
+        requested: the ``vocab_size`` asked for.
+        trained: the tokens the trained tokenizer has (``len(tokenizer)``).
+        min_frequency: the setting it was trained with.
+    """
+    if trained >= requested:
+        return None
+    lower = (" or lower min_frequency (1 merges every pair seen at least once)" if min_frequency > 1 else "")
+    return (f"the tokenizer has {trained:,} tokens, not the {requested:,} vocab_size asked for: no pair of symbols "
+            f"in the corpus occurs {min_frequency} or more times any more (min_frequency: {min_frequency}); "
+            f"add text{lower} for a larger vocabulary, or set vocab_size: {trained} to say what you get")
+
+
 def train_tokenizer(
     texts: Iterable[str],
     vocab_size: int,

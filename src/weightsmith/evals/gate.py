@@ -21,8 +21,6 @@ import math
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from weightsmith.errors import NotFound, UserError, closest, shorten
 from weightsmith.evals.run import (
     KpiOutcome,
@@ -35,7 +33,7 @@ from weightsmith.evals.run import (
     store_pending_datasets,
     store_run,
 )
-from weightsmith.evals.stats import mcnemar, paired_bootstrap
+from weightsmith.evals.stats import paired_difference
 from weightsmith.evals.suite import Kpi, Suite, load_suite
 from weightsmith.workspace import Workspace
 from weightsmith.workspace.models import EvalRun, Gate, GateRule, ModelVersion
@@ -81,29 +79,26 @@ def kpi_rules(kpi: Kpi, candidate: KpiOutcome, baseline: KpiOutcome | None) -> l
 
 
 def _paired_test(kpi: Kpi, candidate: KpiOutcome, baseline: KpiOutcome) -> dict[str, Any]:
-    cand, base = candidate.scores_by_position(), baseline.scores_by_position()
-    positions = sorted(set(cand) & set(base))
+    from weightsmith.evals.compare import paired_scores
+
+    b, c = paired_scores(kpi, baseline.examples, candidate.examples)
     out = {"rule": "paired_test", "threshold": kpi.gate.alpha}
-    if len(positions) < 2:
-        return {**out, "p_value": None, "passed": True, "detail": f"{len(positions)} paired example(s): nothing to test"}
-    c = np.array([cand[p] for p in positions], dtype=float)
-    b = np.array([base[p] for p in positions], dtype=float)
-    if kpi.aggregate == "pass_rate":
-        c, b = (c >= kpi.pass_threshold).astype(float), (b >= kpi.pass_threshold).astype(float)
-    binary = bool(np.all((c == 0) | (c == 1)) and np.all((b == 0) | (b == 1)))
+    if c.size < 2:
+        return {**out, "p_value": None, "passed": True, "detail": f"{c.size} paired example(s): nothing to test"}
+    # The test eval compare reports too; a gate keeps the chi-square form from 25 discordant pairs on.
+    result = paired_difference(c, b, seed=0, mcnemar_exact=None)
     higher = kpi.direction == "higher"
-    if binary:
-        result = mcnemar(c, b)
-        wins, losses = (result["b"], result["c"]) if higher else (result["c"], result["b"])
-        worse, p_value = losses > wins, result["p_value"]
-        detail = f"McNemar ({result['method']}) on {len(positions)} examples: {wins} better, {losses} worse"
+    p_value = result["p_value"]
+    if result["test"] == "mcnemar":
+        wins, losses = (result["higher"], result["lower"]) if higher else (result["lower"], result["higher"])
+        worse = losses > wins
+        detail = f"McNemar ({result['method']}) on {c.size} examples: {wins} better, {losses} worse"
     else:
-        result = paired_bootstrap(c, b, seed=0)
         diff = result["diff"]
-        worse, p_value = (diff < 0) if higher else (diff > 0), result["p_value"]
+        worse = (diff < 0) if higher else (diff > 0)
         low, high = result["ci"]
         measure = "NLL/token" if kpi.aggregate == "perplexity" else "score"
-        detail = f"paired bootstrap on {len(positions)} examples: mean {measure} difference {_fmt(diff)} [{_fmt(low)}, {_fmt(high)}]"
+        detail = f"paired bootstrap on {c.size} examples: mean {measure} difference {_fmt(diff)} [{_fmt(low)}, {_fmt(high)}]"
     significant = p_value is not None and not math.isnan(p_value) and p_value < kpi.gate.alpha
     passed = not (worse and significant)
     verdict = "significantly worse" if not passed else ("worse, not significantly" if worse else "not worse")

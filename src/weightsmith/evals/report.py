@@ -316,6 +316,13 @@ def render_html(doc: dict[str, Any]) -> str:
             + (f"<td>{_ci(other)}</td><td class='num'>{_f(delta, 3)}</td>" if base else "")
             + f"<td>{verdict}</td></tr>"
         )
+        other_slices = (other or {}).get("slices") or {}
+        for label, piece in (kpi.get("slices") or {}).items():  # a sliced KPI: a row per value of its column
+            out.append(
+                f"<tr class='slice'><td>&nbsp;&nbsp;{_e(kpi['slice_by'])} = {_e(label)}</td><td></td>"
+                f"<td class='num'>{piece['n']}</td><td>{_ci(piece)}</td><td></td>"
+                + (f"<td>{_ci(other_slices.get(label))}</td><td></td>" if base else "") + "<td></td></tr>"
+            )
     out.append("</table>")
 
     if gate:

@@ -44,7 +44,7 @@ class KpiData:
     """A KPI's rows and the dataset version they come from (``pending``: a suite file versioned at store time)."""
 
     name: str
-    format: str
+    format: str  # of the dataset: a chat dataset's rows are already prompt rows here (evals.rows)
     hash: str
     rows: list[dict]
     ref: str | None = None
@@ -93,9 +93,14 @@ def utcnow() -> datetime:
 
 # -- 1. prepare ------------------------------------------------------------------------------
 def prepare_suite(ws: Workspace, suite: Suite) -> PreparedSuite:
-    """Resolve each KPI's data and check its metric can score it; raises UserError before any compute."""
+    """Resolve each KPI's data and check its metric can score it; raises UserError before any compute.
+
+    A chat dataset's conversations become prompt rows here (:func:`weightsmith.evals.rows.chat_as_prompt_rows`);
+    its version and hash stay those of the conversations.
+    """
     from weightsmith.data.formats import canonical_jsonl, validate
     from weightsmith.data.ingest import InvalidData, resolve_dataset
+    from weightsmith.evals.rows import chat_as_prompt_rows, check_slice_column
     from weightsmith.workspace.store import sha256_bytes
 
     where = suite.source or "suite"
@@ -109,7 +114,7 @@ def prepare_suite(ws: Workspace, suite: Suite) -> PreparedSuite:
 
             require_lm_eval(key)
             continue
-        needed = "text" if kpi.kind == "perplexity" else "prompt"
+        accepted = ("text",) if kpi.kind == "perplexity" else ("prompt", "chat")
         if kpi.path is not None:
             if (kpi.path, kpi.format) not in by_path:
                 result = validate(kpi.path, kpi.format)
@@ -122,9 +127,10 @@ def prepare_suite(ws: Workspace, suite: Suite) -> PreparedSuite:
                         f"{key}.path: another KPI versions {clash.format} data as dataset '{kpi.dataset_name}'; "
                         "set dataset_name: to tell them apart."
                     )
+                rows = chat_as_prompt_rows(result.rows, kpi.path, key) if kpi.format == "chat" else result.rows
                 by_path[(kpi.path, kpi.format)] = KpiData(
                     name=kpi.dataset_name, format=kpi.format, hash=sha256_bytes(canonical_jsonl(result.rows)),
-                    rows=result.rows, pending=(Path(kpi.path), result),
+                    rows=rows, pending=(Path(kpi.path), result),
                 )
             found = by_path[(kpi.path, kpi.format)]
         else:
@@ -132,20 +138,24 @@ def prepare_suite(ws: Workspace, suite: Suite) -> PreparedSuite:
                 dv = resolve_dataset(ws, kpi.data)
             except UserError as exc:
                 raise UserError(f"{key}.data: {exc}") from exc
-            if dv["format"] != needed:
-                shape = "text documents" if needed == "text" else 'prompt rows {"prompt": ..., <columns it scores against>}'
+            if dv["format"] not in accepted:
+                shape = ("text documents" if kpi.kind == "perplexity" else
+                         'prompt rows {"prompt": ..., <columns it scores against>} or chat rows {"messages": [...]}')
                 raise UserError(
-                    f"{key}.data: {dv['ref']} holds {dv['format']} data, but metric '{kpi.metric}' reads {needed} "
-                    f"data ({shape}); name a {needed} dataset."
+                    f"{key}.data: {dv['ref']} holds {dv['format']} data, but metric '{kpi.metric}' reads "
+                    f"{' or '.join(accepted)} data ({shape}); name a {' or '.join(accepted)} dataset."
                 )
             rows = [json.loads(line) for line in Path(dv["path"]).read_text(encoding="utf-8").splitlines() if line.strip()]
+            if dv["format"] == "chat":
+                rows = chat_as_prompt_rows(rows, dv["ref"], key)
             found = KpiData(name=dv["name"], format=dv["format"], hash=dv["hash"], rows=rows, ref=dv["ref"], id=dv["id"])
         if kpi.limit is not None:
             found = KpiData(**{**found.__dict__, "rows": found.rows[: kpi.limit]})
         if not found.rows:
             raise UserError(f"{key}: its dataset has no rows to evaluate.")
+        check_slice_column(kpi, found.rows, found.ref or found.name, key, chat=found.format == "chat")
         if kpi.kind == "generate":
-            check_metric_inputs(kpi, found.rows, found.ref or found.name, key)
+            check_metric_inputs(kpi, found.rows, found.ref or found.name, key, chat=found.format == "chat")
             for warning in check_gold(kpi, found.rows, key):
                 log.warning("warning: %s", warning)
                 warnings.append(warning)
@@ -162,7 +172,9 @@ def suite_hash(suite: Suite, data: dict[str, KpiData]) -> str:
     """
     kpis = {}
     for name, kpi in sorted(suite.kpis.items()):
-        spec = kpi.model_dump(mode="json", exclude={"description", "data", "path", "dataset_name", "format", "gate"})
+        # slice_by only groups the stored examples: a run made before a KPI was sliced still stands in.
+        spec = kpi.model_dump(mode="json", exclude={"description", "data", "path", "dataset_name", "format", "gate",
+                                                    "slice_by"})
         spec["data"] = data[name].hash if name in data else None
         kpis[name] = spec
     return hashlib.sha256(json.dumps(kpis, sort_keys=True).encode()).hexdigest()
@@ -460,7 +472,11 @@ def reusable_run(s, ws: Workspace, suite_hash_: str, model_version_id: int) -> E
 
 
 def kpi_summary(outcome: KpiOutcome, dataset_ref: str | None = None) -> dict[str, Any]:
+    """A KPI's result as the run's document shows it; a sliced KPI adds ``slice_by`` and ``slices``."""
+    from weightsmith.evals.rows import slice_values
+
     kpi = outcome.kpi
+    sliced = {"slice_by": kpi.slice_by, "slices": slice_values(outcome)} if kpi.slice_by else {}
     return {
         "value": _finite(outcome.value),
         "ci": [_finite(outcome.ci[0]), _finite(outcome.ci[1])],
@@ -473,6 +489,7 @@ def kpi_summary(outcome: KpiOutcome, dataset_ref: str | None = None) -> dict[str
         "retention": kpi.retention,
         "dataset": dataset_ref,
         "seconds": round(outcome.seconds, 4),
+        **sliced,
     }
 
 

@@ -90,7 +90,7 @@ def mean_ci(
     return mean, (float(result.confidence_interval.low), float(result.confidence_interval.high))
 
 
-def mcnemar(candidate: Sequence[bool], baseline: Sequence[bool]) -> dict:
+def mcnemar(candidate: Sequence[bool], baseline: Sequence[bool], *, exact: bool | None = None) -> dict:
     """McNemar's test: does the candidate pass a different share of the same examples than the baseline?
 
     Only the discordant examples carry information: ``b`` = examples the candidate passes and
@@ -102,6 +102,8 @@ def mcnemar(candidate: Sequence[bool], baseline: Sequence[bool]) -> dict:
     Args:
         candidate, baseline: pass/fail per example, aligned (element i is the same example);
             booleans or 0/1.
+        exact: True: always the exact binomial test (what ``eval compare`` reports; exact at any
+            size, and cheap); False: always chi-square; None: exact below 25 discordant pairs.
 
     Returns:
         ``{"b", "c", "statistic", "p_value", "method": "exact" | "chi2"}``.
@@ -115,7 +117,7 @@ def mcnemar(candidate: Sequence[bool], baseline: Sequence[bool]) -> dict:
     cand_pass, base_pass = cand == 1, base == 1
     b = int(np.count_nonzero(cand_pass & ~base_pass))
     c = int(np.count_nonzero(~cand_pass & base_pass))
-    if b + c < MCNEMAR_EXACT_BELOW:
+    if exact or (exact is None and b + c < MCNEMAR_EXACT_BELOW):
         # binomtest handles b + c == 0 (no discordant pairs: p = 1).
         p_value = stats.binomtest(b, b + c, 0.5).pvalue if b + c else 1.0
         return {"b": b, "c": c, "statistic": float(min(b, c)), "p_value": float(p_value), "method": "exact"}
@@ -186,3 +188,43 @@ def paired_bootstrap(
     extreme = np.count_nonzero(np.abs(means - diff) >= abs(diff))
     p_value = (1 + extreme) / (n_resamples + 1)
     return {"diff": diff, "ci": (float(low), float(high)), "p_value": float(p_value)}
+
+
+def paired_difference(
+    candidate: Sequence[float],
+    baseline: Sequence[float],
+    *,
+    confidence: float = 0.95,
+    n_resamples: int = 2000,
+    seed: int = 0,
+    mcnemar_exact: bool | None = True,
+) -> dict:
+    """How the candidate's per-example scores differ from the baseline's on the same examples.
+
+    The difference is ``mean(candidate - baseline)`` with a paired-bootstrap interval
+    (:func:`paired_bootstrap`). Its test depends on the scores: pass/fail scores (every score of
+    both 0 or 1) get McNemar's test (:func:`mcnemar`; exact binomial unless ``mcnemar_exact`` says
+    otherwise), anything else the paired bootstrap's own p-value.
+
+    Args:
+        candidate, baseline: one score per example, aligned (element i is the same example).
+        confidence, n_resamples, seed: for the bootstrap interval.
+        mcnemar_exact: passed to :func:`mcnemar` as ``exact``.
+
+    Returns:
+        ``{"n", "diff", "ci": (low, high), "p_value", "test": "mcnemar" | "paired_bootstrap",
+        "method": "exact" | "chi2" | "bootstrap", "higher", "lower"}``: ``higher`` counts the
+        examples where the candidate scored above the baseline, ``lower`` below (for pass/fail
+        scores: McNemar's discordant pairs ``b`` and ``c``).
+    """
+    cand = _as_scores(candidate, "candidate")
+    base = _as_scores(baseline, "baseline")
+    boot = paired_bootstrap(cand, base, n_resamples=n_resamples, confidence=confidence, seed=seed)
+    out = {
+        "n": int(cand.size), "diff": boot["diff"], "ci": boot["ci"],
+        "higher": int(np.count_nonzero(cand > base)), "lower": int(np.count_nonzero(cand < base)),
+    }
+    if _is_binary(cand) and _is_binary(base):
+        test = mcnemar(cand, base, exact=mcnemar_exact)
+        return {**out, "p_value": test["p_value"], "test": "mcnemar", "method": test["method"]}
+    return {**out, "p_value": boot["p_value"], "test": "paired_bootstrap", "method": "bootstrap"}

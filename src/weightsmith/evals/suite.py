@@ -21,7 +21,11 @@ per-example scores, and the target a person cares about::
         gate: {max_regression: "5%"}     # relative to the baseline's value
 
 Prompt-format rows are generation KPIs (the row's other columns reach the metric as
-``**row``); text-format rows feed ``perplexity``. ``lm_eval: {task: ...}`` instead of a
+``**row``); so are chat-format rows (``format: chat``, or a chat dataset): the prompt is every
+message before the last assistant turn, rendered with the model's chat template, and the
+reference is that turn's content, as the column ``answer``. Text-format rows feed
+``perplexity``. ``slice_by: COLUMN`` also reports a KPI per value of a column of its rows
+(e.g. a question type), each with its interval. ``lm_eval: {task: ...}`` instead of a
 dataset runs an lm-evaluation-harness task (with the optional ``lm-eval`` package).
 """
 
@@ -42,7 +46,7 @@ from weightsmith.yamlfile import load_yaml_mapping
 MODEL_METRICS = ("perplexity", "latency")
 LOWER_IS_BETTER = {"perplexity", "latency"}
 AGGREGATES = ("mean", "pass_rate", "median", "p90", "p95", "perplexity")
-KPI_FORMATS = ("prompt", "text")
+KPI_FORMATS = ("prompt", "chat", "text")
 _KPI_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
 
 
@@ -97,7 +101,7 @@ class KpiSpec(BaseModel):
     description: str = ""
     data: str | None = Field(None, description="a workspace dataset: NAME (newest version) or NAME@vN")
     path: str | None = Field(None, description="a file or folder, relative to the suite file")
-    format: str | None = Field(None, description="the format of 'path': prompt | text")
+    format: str | None = Field(None, description="the format of 'path': prompt | chat | text")
     dataset_name: str | None = Field(None, description="the dataset 'path' is versioned as (default: the file's stem)")
     metric: str | None = None
     options: dict[str, Any] = Field({}, description="keyword arguments given to the metric as they are")
@@ -109,6 +113,9 @@ class KpiSpec(BaseModel):
     retention: bool = False
     limit: int | None = Field(None, ge=1, description="use only the first N rows")
     seq_len: int = Field(256, ge=2, description="perplexity: the longest window scored at once")
+    slice_by: str | None = Field(
+        None, description="also report the KPI per value of this column of its rows (e.g. a question type)"
+    )
     prompt: dict[str, Any] | None = None
     generation: dict[str, Any] | None = None
     gate: dict[str, Any] | None = None
@@ -135,6 +142,7 @@ class Kpi(BaseModel):
     retention: bool = False
     limit: int | None = None
     seq_len: int = 256
+    slice_by: str | None = None
     prompt: PromptSpec = PromptSpec()
     generation: GenerationSpec = GenerationSpec()
     gate: GateSpec = GateSpec()
@@ -246,7 +254,7 @@ def _validate_kpi(name: str, body: Any, defaults: dict[str, dict], base: Path, w
 
     if spec.lm_eval is not None:
         lm = _model(LmEvalSpec, spec.lm_eval, where, f"{key}.lm_eval")
-        for clash in ("data", "path", "metric"):
+        for clash in ("data", "path", "metric", "slice_by"):
             if getattr(spec, clash) is not None:
                 raise UserError(f"{where}: {key}: an lm_eval KPI takes its data and metric from the task; remove '{clash}'.")
         return Kpi(
@@ -260,6 +268,7 @@ def _validate_kpi(name: str, body: Any, defaults: dict[str, dict], base: Path, w
     _check_metric(spec.metric, where, key)
     kind = "perplexity" if spec.metric == "perplexity" else "generate"
     needed_format = "text" if kind == "perplexity" else "prompt"
+    accepted = ("text",) if kind == "perplexity" else ("prompt", "chat")
 
     if (spec.data is None) == (spec.path is None):
         raise UserError(
@@ -269,14 +278,14 @@ def _validate_kpi(name: str, body: Any, defaults: dict[str, dict], base: Path, w
     path = None
     if spec.path is not None:
         if spec.format is None:
-            raise UserError(f"{where}: {key}.format: required with 'path' ({needed_format} for metric '{spec.metric}').")
+            raise UserError(f"{where}: {key}.format: required with 'path' ({' or '.join(accepted)} for metric '{spec.metric}').")
         path = str(Path(spec.path) if Path(spec.path).is_absolute() else (base / spec.path).resolve())
         if not Path(path).exists():
             raise UserError(f"{where}: {key}.path: '{path}' does not exist.")
-        if spec.format != needed_format:
+        if spec.format not in accepted:
             raise UserError(
-                f"{where}: {key}.format: metric '{spec.metric}' reads {needed_format} rows, not {shorten(spec.format)} "
-                f"({'text documents' if needed_format == 'text' else 'prompt rows with the columns it scores against'})."
+                f"{where}: {key}.format: metric '{spec.metric}' reads {' or '.join(accepted)} rows, not {shorten(spec.format)} "
+                f"({'text documents' if needed_format == 'text' else 'prompt rows with the columns it scores against, or chat rows whose last assistant turn is the answer'})."
             )
     elif spec.format is not None:
         raise UserError(f"{where}: {key}.format: only with 'path'; a workspace dataset already has its format.")
@@ -305,6 +314,7 @@ def _validate_kpi(name: str, body: Any, defaults: dict[str, dict], base: Path, w
         retention=spec.retention,
         limit=spec.limit,
         seq_len=spec.seq_len,
+        slice_by=spec.slice_by,
         prompt=prompt,
         generation=generation,
         gate=gate,
@@ -355,13 +365,51 @@ def _check_metric(metric: str, where: str, key: str) -> None:
         )
 
 
-def check_metric_inputs(kpi: Kpi, rows: list[dict], shown: str, key: str) -> None:
+def metric_columns(metric: str) -> tuple[list[str], list[str], list[str]]:
+    """``(columns, optional, settings)``: what a metric reads from each row, by its signature.
+
+    ``columns`` are the parameters it requires that a row's column (or the KPI's ``columns:``)
+    gives; ``optional`` those with a default; ``settings`` its required keyword-only parameters,
+    which a KPI gives under ``options:`` (an LLM judge's ``rubric``). The contract's own arguments
+    (``completions``, ``prompt``/``prompts``, what only GRPO training passes) are none of these. A
+    metric that takes only ``**kwargs`` reads whatever it finds: every list is empty.
+    """
+    import inspect
+
+    from weightsmith.rewards import get_reward
+    from weightsmith.rewards.contract import COMPLETIONS, PROMPT, PROMPT_ALIAS, TRAINING_ONLY, reward_signature
+
+    if metric in MODEL_METRICS:
+        return [], [], []
+    fn = get_reward(metric)
+    signature = reward_signature(fn)
+    try:
+        keyword_only = {n for n, p in inspect.signature(fn).parameters.items() if p.kind is p.KEYWORD_ONLY}
+    except (TypeError, ValueError):
+        keyword_only = set()
+    own = {COMPLETIONS, PROMPT, PROMPT_ALIAS, *TRAINING_ONLY}
+    required = [name for name in signature.required if name not in own]
+    optional = sorted(name for name in signature.names if name not in own and name not in required)
+    return ([n for n in required if n not in keyword_only], optional, [n for n in required if n in keyword_only])
+
+
+def _reads(metric: str) -> str:
+    """"the columns 'answer' and 'category' (optional)" (and its settings), for a message."""
+    columns, optional, settings = metric_columns(metric)
+    names = [f"'{n}'" for n in columns] + [f"'{n}' (optional)" for n in optional]
+    listed = "no column" if not names else names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+    text = listed if not names else f"the column{'s' if len(names) > 1 else ''} {listed}"
+    return text + (f" (and the settings {', '.join(settings)} under options:)" if settings else "")
+
+
+def check_metric_inputs(kpi: Kpi, rows: list[dict], shown: str, key: str, *, chat: bool = False) -> None:
     """The KPI's metric against the reward contract (:mod:`weightsmith.rewards.contract`) on every row.
 
     Run before any model is loaded: a parameter the metric requires that neither a column of the
     row, the KPI's ``columns:`` nor its ``options:`` provides is a ``UserError`` naming the
-    function, the parameter and the row (``shown`` names the dataset), as is an option it does
-    not take, or an ``api_key_env`` that is not set.
+    function, every column it reads, the columns the row has and the row (``shown`` names the
+    dataset; ``chat``: the rows came from chat conversations), as is an option it does not take,
+    or an ``api_key_env`` that is not set.
     """
     import os
 
@@ -388,10 +436,14 @@ def check_metric_inputs(kpi: Kpi, rows: list[dict], shown: str, key: str) -> Non
             hint = training_only(name, training=False)
             if hint:
                 raise UserError(f"{key}: {label} needs {hint}.")
+            settings = metric_columns(kpi.metric)[2]
+            if name in settings:
+                raise UserError(f"{key}.options: {label} needs the setting '{name}' (its settings: {', '.join(settings)}).")
+            origin = " (chat rows give 'prompt' and 'answer', the last assistant turn)" if chat else ""
             raise UserError(
-                f"{key}: {label} needs a column '{name}', which row {index + 1} of {shown} lacks "
-                f"(it has: {', '.join(sorted(row))}); add it to the data, or give one value for every row under "
-                "columns: (or options: for a setting)."
+                f"{key}: {label} reads {_reads(kpi.metric)}, but row {index + 1} of {shown} has the columns "
+                f"{', '.join(sorted(row))}{origin}, without '{name}'; add '{name}' to the data, or give one value for "
+                "every row under columns: (or options: for a setting)."
             )
     env = kpi.options.get("api_key_env")
     if env is not None and not os.environ.get(str(env)):

@@ -12,7 +12,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from weightsmith.config import DATASET_OUTPUT, STAGE_DATA_FORMAT, PipelineSpec, StageSpec
+from weightsmith.config import DATASET_OUTPUT, MIX_FORMATS, STAGE_DATA_FORMAT, PipelineSpec, StageSpec
 from weightsmith.data.formats import validate
 from weightsmith.data.ingest import InvalidData, resolve_dataset, store_validated
 from weightsmith.errors import UserError, shorten
@@ -54,12 +54,11 @@ def submit_pipeline(
     ordered = _topological(spec.stages, plans)
     for stage, plan in ordered:
         data_ref = plan.pop("data_ref")
-        if data_ref is not None and "stage" in data_ref:  # resolved when the producing stage has run
-            plan["data"] = data_ref
+        if data_ref is not None and "mix" in data_ref:
+            plan["data"] = {"mix": [{"name": e["mix_key"], "weight": e["weight"], **_pinned(e, added)}
+                                    for e in data_ref["mix"]]}
         elif data_ref is not None:
-            if data_ref["name"] in added:  # pin the version this submission just added
-                data_ref = added[data_ref["name"]]
-            plan["data"] = {k: data_ref[k] for k in ("id", "ref", "path", "format")}
+            plan["data"] = _pinned(data_ref, added)
         if actor is not None:  # who submitted it: a promote stage moves the alias in their name
             plan["actor"] = actor
     project_id = ws.project_id
@@ -124,10 +123,14 @@ def _plan_stage(ws: Workspace, spec: PipelineSpec, stage: StageSpec, stage_names
             check_alias_name(stage.config["alias"])
         except UserError as exc:
             raise UserError(f"{key}.alias: {exc}") from exc
-    if stage.data is not None:
-        plan["data_ref"] = _data_ref(ws, spec, stage, key, stage_names, validated)
-    if stage.kind in ("grpo", "pairs") and plan["data_ref"] is not None:
-        _check_rewards(stage, plan["data_ref"], validated, key)
+    if isinstance(stage.data, str):
+        plan["data_ref"] = _data_ref(ws, spec, stage, stage.data, f"{key}.data", stage_names, validated)
+        if stage.kind in ("grpo", "pairs"):
+            _check_rewards(stage, plan["data_ref"], validated, key)
+    elif stage.data is not None:
+        plan["data_ref"] = {"mix": _mix_refs(ws, spec, stage, key, stage_names, validated)}
+    if stage.model_init is not None:  # a fresh model: its tokenizer (below) is the stage's tokenizer
+        plan["model_init"] = stage.model_init
     for field in ("model", "tokenizer"):
         ref = getattr(stage, field)
         if ref is None:
@@ -144,33 +147,79 @@ def _plan_stage(ws: Workspace, spec: PipelineSpec, stage: StageSpec, stage_names
     return plan
 
 
-def _data_ref(ws: Workspace, spec: PipelineSpec, stage: StageSpec, key: str, stage_names: set[str], validated) -> dict:
-    """The dataset a stage reads: one the pipeline brings, another stage's output, or a workspace version."""
-    want = STAGE_DATA_FORMAT[stage.kind]
-    data_name = stage.data.partition("@")[0]
-    if stage.data in stage_names:  # a dataset another stage of this pipeline produces
-        producer = next(s for s in spec.stages if s.name == stage.data)
+def _pinned(data_ref: dict, added: dict) -> dict:
+    """A planned dataset as the job payload holds it: a producing stage (resolved when it has run), or a version."""
+    if "stage" in data_ref:
+        return data_ref
+    if data_ref["name"] in added:  # pin the version this submission just added
+        data_ref = added[data_ref["name"]]
+    return {k: data_ref[k] for k in ("id", "ref", "path", "format")}
+
+
+def _data_ref(
+    ws: Workspace, spec: PipelineSpec, stage: StageSpec, data: str, shown: str, stage_names: set[str], validated,
+    want: tuple[str, ...] | None = None,
+) -> dict:
+    """The dataset a stage reads: one the pipeline brings, another stage's output, or a workspace version.
+
+    Args:
+        data: the name the stage gives (its ``data:``, or a key of its mix).
+        shown: the key messages name (``stages.sft.data`` or ``stages.sft.data.qa``).
+        want: the formats a mix of this stage may hold; None for a single dataset (its stage's one format).
+    """
+    data_name = data.partition("@")[0]
+    if data in stage_names:  # a dataset another stage of this pipeline produces
+        producer = next(s for s in spec.stages if s.name == data)
         fmt = DATASET_OUTPUT.get(producer.kind)
         if fmt is None:
             raise UserError(
-                f"{key}.data: stage '{stage.data}' ({producer.kind}) produces no dataset; if you mean the dataset "
-                f"'{stage.data}', the name is used twice: rename the stage."
+                f"{shown}: stage '{data}' ({producer.kind}) produces no dataset; if you mean the dataset "
+                f"'{data}', the name is used twice: rename the stage."
             )
-        data_ref = {"stage": stage.data, "format": fmt}
-    elif data_name in validated and "@" not in stage.data:
+        data_ref = {"stage": data, "format": fmt}
+    elif data_name in validated and "@" not in data:
         fmt = validated[data_name][1].format
         data_ref = {"name": data_name, "format": fmt}
-    else:
-        data_ref = resolve_dataset(ws, stage.data)
+    elif want is None:
+        data_ref = resolve_dataset(ws, data)
         fmt = data_ref["format"]
-    if fmt != want:
+    else:
+        try:
+            data_ref = resolve_dataset(ws, data)
+        except UserError as exc:
+            raise UserError(f"{shown}: {exc}") from exc
+        fmt = data_ref["format"]
+    if want is None and fmt != STAGE_DATA_FORMAT[stage.kind]:
         raise UserError(
-            f"{key}.data: dataset {shorten(stage.data)} is {fmt} data, but a {stage.kind} stage trains on {want} data."
+            f"{shown}: dataset {shorten(data)} is {fmt} data, but a {stage.kind} stage trains on "
+            f"{STAGE_DATA_FORMAT[stage.kind]} data."
+        )
+    if want is not None and fmt not in want:
+        raise UserError(
+            f"{shown}: dataset {shorten(data)} is {fmt} data, but a {stage.kind} stage trains on (and mixes) "
+            f"{' or '.join(want)} data; take it out of the mix."
         )
     return data_ref
 
 
-def _check_rewards(stage: StageSpec, data_ref: dict, validated, key: str) -> None:
+def _mix_refs(ws: Workspace, spec: PipelineSpec, stage: StageSpec, key: str, stage_names: set[str], validated) -> list:
+    """Every dataset of a stage's mix, resolved and checked like a single one; what the mix itself needs."""
+    want = MIX_FORMATS[stage.kind]
+    refs = []
+    for name, weight in stage.data.items():
+        ref = _data_ref(ws, spec, stage, name, f"{key}.data.{name}", stage_names, validated, want=want)
+        if stage.kind == "grpo":
+            _check_rewards(stage, ref, validated, key, which=f" (dataset '{name}' of the mix)")
+        refs.append({**ref, "mix_key": name, "weight": weight})
+    if stage.kind == "sft" and not any(ref["format"] == "chat" for ref in refs):
+        raise UserError(
+            f"{key}.data: the mix holds no chat dataset; an sft mix fine-tunes on chat data and replays its text "
+            "datasets next to it (for text alone, use a cpt stage)."
+        )
+    return refs
+
+
+def _check_rewards(stage: StageSpec, data_ref: dict, validated, key: str, which: str = "") -> None:
     """A grpo/pairs stage's rewards against the reward contract on its rows, now rather than after the
     stages before it have trained (the stage checks again, as it checks everything it is given)."""
     import json
@@ -191,7 +240,7 @@ def _check_rewards(stage: StageSpec, data_ref: dict, validated, key: str) -> Non
         else:
             check_reward(stage.config["reward"], rows[: stage.config.get("max_prompts")], shown)
     except UserError as exc:
-        raise UserError(f"{key}.reward: {exc}") from exc
+        raise UserError(f"{key}.reward{which}: {exc}") from exc
 
 
 def _relative(ref: str, base_dir: str) -> str:

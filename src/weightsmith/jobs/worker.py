@@ -14,6 +14,12 @@ The stage itself holds the job's work folder lock (:mod:`weightsmith.proc`) for 
 a new attempt's stage cannot train in that folder while the stale one lives: the new attempt's
 worker stops a stale stage on its own machine first, and a stale stage elsewhere makes the new
 one wait, then fail with a sentence naming it.
+
+A worker may run several jobs at once (``concurrency``), each in a thread that supervises its
+stage process. The machine's cores are divided among the stages running on it: each stage gets
+``cores // N`` threads, N being the larger of the worker's concurrency and the jobs running on this
+host (other workers' included), unless it sets ``threads`` itself — two training processes that
+each take every core slow each other down tens of times (OpenMP threads spin waiting on each other).
 """
 
 from __future__ import annotations
@@ -39,6 +45,7 @@ from weightsmith.errors import describe_unexpected
 from weightsmith.jobs.queue import claim_next, claim_state, finish_job, reap_stale
 from weightsmith.jobs.queue import stale_after_s as default_stale_after_s
 from weightsmith.proc import die_with_parent, stop_work_lock_holder
+from weightsmith.training.common import write_json_atomically
 from weightsmith.workspace import Workspace
 from weightsmith.workspace.models import Job, Run, RunMetric, utcnow
 from weightsmith.workspace.registry import register_version
@@ -68,8 +75,12 @@ class Worker:
             request, cancelled); default :func:`weightsmith.jobs.queue.stale_after_s`. The worker
             heart-beats four times within it.
         echo: a stream to copy each stage's log to as it is written (people watching), or None.
+        on_event: ``on_event(event, job)`` for "started", "progress" (``job["metrics"]``: one metrics row of
+            the stage, ``job["max_steps"]``), and the end: "succeeded", "failed", "cancelled", "superseded".
         all_projects: run every project's jobs (one worker for a workspace that many projects' tokens
             submit to), each with the workspace seen from its project.
+        concurrency: how many jobs to run at once (each stage then gets cores // concurrency threads
+            unless it sets ``threads``).
     """
 
     def __init__(
@@ -82,9 +93,11 @@ class Worker:
         echo: TextIO | None = None,
         on_event: Callable[[str, dict[str, Any]], None] | None = None,
         all_projects: bool = False,
+        concurrency: int = 1,
     ):
         self.ws = ws
         self.all_projects = all_projects
+        self.concurrency = max(1, int(concurrency))
         self.name = name or f"{socket.gethostname()}:{os.getpid()}"
         self.poll_s = poll_s
         self.stale_after_s = default_stale_after_s(ws) if stale_after_s is None else stale_after_s
@@ -97,6 +110,8 @@ class Worker:
 
     def run(self, *, until_idle: bool = False, pipeline_id: int | None = None, max_jobs: int | None = None) -> int:
         """Loop claiming and running jobs. Returns how many jobs it ran."""
+        if self.concurrency > 1:
+            return self._run_concurrently(until_idle=until_idle, pipeline_id=pipeline_id, max_jobs=max_jobs)
         done = 0
         while not self._stop and (max_jobs is None or done < max_jobs):
             reap_stale(self.ws, self.stale_after_s)
@@ -110,12 +125,38 @@ class Worker:
             done += 1
         return done
 
+    def _run_concurrently(self, *, until_idle: bool, pipeline_id: int | None, max_jobs: int | None) -> int:
+        """:meth:`run` with up to ``concurrency`` jobs at once, each supervised by its own thread."""
+        running: list[threading.Thread] = []
+        started = 0
+        while not self._stop and (max_jobs is None or started < max_jobs):
+            running = [t for t in running if t.is_alive()]
+            if len(running) >= self.concurrency:
+                time.sleep(min(self.poll_s, 0.5))
+                continue
+            reap_stale(self.ws, self.stale_after_s)
+            job = claim_next(self.ws, self.name, pipeline_id=pipeline_id, any_project=self.all_projects)
+            if job is None:
+                if until_idle and not running and not self._has_pending(pipeline_id):
+                    break
+                time.sleep(self.poll_s)
+                continue
+            thread = threading.Thread(target=self._for_project(job["project"]).execute, args=(job,),
+                                      name=f"job-{job['id']}", daemon=True)
+            thread.start()
+            running.append(thread)
+            started += 1
+        for thread in running:
+            thread.join()
+        return started
+
     def _for_project(self, project: str) -> Worker:
         """This worker, seen from the project a claimed job belongs to (its inputs and outputs are that project's)."""
         if project == self.ws.project_name:
             return self
         other = Worker(self.ws.for_project(project), name=self.name, poll_s=self.poll_s,
-                       stale_after_s=self.stale_after_s, echo=self.echo, on_event=self.on_event)
+                       stale_after_s=self.stale_after_s, echo=self.echo, on_event=self.on_event,
+                       concurrency=self.concurrency)
         other._stop = self._stop
         return other
 
@@ -178,10 +219,11 @@ class Worker:
             "kind": payload["kind"],
             "config": payload["config"],
             "inputs": {
-                "data_path": inputs["data"]["path"] if inputs.get("data") else None,
-                "data_format": inputs["data"]["format"] if inputs.get("data") else None,
+                "data_path": inputs["data"].get("path") if inputs.get("data") else None,  # None for a mix
+                "data_format": inputs["data"].get("format") if inputs.get("data") else None,
                 "model_path": inputs["model"]["path"] if inputs.get("model") else None,
                 "tokenizer_path": inputs["tokenizer"]["path"] if inputs.get("tokenizer") else None,
+                **_mix_and_init(inputs),
             },
             # The work folder belongs to the job, not the run: a retry resumes its checkpoints.
             "work_dir": str(job_dir / "work"),
@@ -193,7 +235,7 @@ class Worker:
         spec_path = run_dir / "spec.json"
         spec_path.write_text(json.dumps(spec, indent=2))
 
-        state, error, exit_code = self._supervise(job_id, run_id, beat, spec, spec_path)
+        state, error, exit_code = self._supervise(job, run_id, beat, spec, spec_path)
         result = _read_json(Path(spec["result_path"]))
         if state == "superseded" or beat.check() == "lost":  # the fence: nothing more is written for the job
             return self._superseded(job, run_id, exit_code, result, Path(spec_path.parent / "stage.log"))
@@ -201,6 +243,9 @@ class Worker:
         if state == "succeeded":
             try:
                 output_path, result = self._register_output(payload, inputs, run_id, Path(spec["output_dir"]), result)
+                # The stage's output folder was moved into the store: result.json names where it is now.
+                result = {**result, "output_dir": output_path}
+                write_json_atomically(Path(spec["result_path"]), result)
             except Exception as exc:  # a broken artifact must fail the job, not the worker
                 state, error = "failed", f"could not register the stage's output: {describe_unexpected(exc)}"
         with self.ws.session() as s:
@@ -258,7 +303,8 @@ class Worker:
         self.on_event("superseded", {**job, "error": _SUPERSEDED})
         return "superseded"
 
-    def _supervise(self, job_id: int, run_id: int, beat: _Heartbeat, spec: dict, spec_path: Path):
+    def _supervise(self, job: dict, run_id: int, beat: _Heartbeat, spec: dict, spec_path: Path):
+        job_id = job["id"]
         module = STAGE_MODULES[spec["kind"]]
         log_path = Path(spec_path.parent / "stage.log")
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -268,7 +314,14 @@ class Worker:
             # torchrun's launcher starts the ranks, restarts none, stops them all when one fails or when
             # it is terminated, and exits the way a single-process stage would; rank 0 writes the files.
             command = [sys.executable, "-m", "weightsmith.training.launch", str(processes), str(spec_path)]
-            env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // processes)))
+        # Each process of the stage computes with its share of the cores (torch reads these at start;
+        # the runner also calls torch.set_num_threads, and tokenizers reads RAYON_NUM_THREADS).
+        threads = self.stage_threads(spec["config"])
+        if threads is None and processes > 1:  # alone, but several ranks: they share the cores
+            threads = _env_capped(_cores())
+        if threads is not None:
+            for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "RAYON_NUM_THREADS", "WEIGHTSMITH_THREADS"):
+                env[name] = str(max(1, threads // processes))
         # A stage of an earlier attempt may still live (its worker was presumed dead, e.g. paused): it is
         # stopped before this one starts, so two stages never train in the job's work folder at once.
         stopped = stop_work_lock_holder(Path(spec["work_dir"]))
@@ -287,17 +340,22 @@ class Worker:
         with self.ws.session() as s:
             s.get(Run, run_id).pid = proc.pid
         tail = _MetricsTail(Path(spec["metrics_path"]))
-        echo = _LogEcho(log_path, self.echo)
+        # With several stages at once, each line of their logs says whose it is.
+        echo = _LogEcho(log_path, self.echo, prefix=f"[job {job_id}] " if self.concurrency > 1 else "")
         stopped_for = None  # "cancel" or "lost", once the heartbeat says the stage must stop
+        max_steps = spec["config"].get("max_steps")
         while proc.poll() is None:
             time.sleep(min(self.poll_s, 0.5))
-            self._store_metrics(run_id, tail.read_new())
+            self._store_metrics(run_id, rows := tail.read_new())
+            for row in rows:  # a "progress" event per metrics row: the step, the loss, the lr
+                self.on_event("progress", {**job, "metrics": row, "max_steps": max_steps})
             echo.pump()
             if beat.state != "ours" and stopped_for is None:
                 stopped_for = beat.state
                 _terminate(proc)
         self._store_metrics(run_id, tail.read_new())
         echo.pump()
+        echo.finish()
         code = proc.returncode
         if stopped_for == "lost":
             return "superseded", _SUPERSEDED, code
@@ -312,6 +370,27 @@ class Worker:
         if code == 2:
             return "failed", last or "the stage rejected its input", code
         return "failed", f"stage process exited with code {code}: {last}", code
+
+    def stage_threads(self, config: dict[str, Any]) -> int | None:
+        """The CPU threads a stage gets: its own ``threads`` setting, else this machine's cores divided among the
+        stages running on it at once (the larger of this worker's concurrency and the jobs running on this host),
+        never more than an ``OMP_NUM_THREADS`` the worker itself was started with; None for a stage alone on the
+        machine (the libraries' own default: torch takes the physical cores)."""
+        if config.get("threads"):
+            return int(config["threads"])
+        sharing = max(self.concurrency, self._jobs_running_here())
+        if sharing <= 1:
+            return None
+        return _env_capped(max(1, _cores() // sharing))
+
+    def _jobs_running_here(self) -> int:
+        """Jobs of any project that workers on this host are running now (this one's included)."""
+        from sqlalchemy import func
+
+        host = self.name.rsplit(":", 1)[0]
+        with self.ws.session() as s:
+            return int(s.scalar(select(func.count(Job.id)).where(Job.state == "running",
+                                                                 Job.worker.like(f"{host}:%"))) or 0)
 
     def _store_metrics(self, run_id: int, rows: list[dict]) -> None:
         if not rows:
@@ -328,6 +407,15 @@ class Worker:
         out: dict[str, Any] = {"data": payload.get("data")}
         if out["data"] and "stage" in out["data"]:
             out["data"] = self._upstream_dataset(payload, out["data"]["stage"])
+        elif out["data"] and "mix" in out["data"]:  # each dataset of a mix, its weight kept
+            out["data"] = {"mix": [
+                {"name": e["name"], "weight": e["weight"],
+                 **(self._upstream_dataset(payload, e["stage"]) if "stage" in e else
+                    {k: e[k] for k in ("id", "ref", "path", "format")})}
+                for e in out["data"]["mix"]
+            ]}
+        if payload.get("model_init"):  # a random initialization, instead of a model
+            out["model_init"] = payload["model_init"]
         for field in ("model", "tokenizer"):
             ref = payload.get(field)
             if ref is None:
@@ -384,10 +472,11 @@ class Worker:
             stage=payload["kind"],
             parent_id=parent.get("id"),
             run_id=run_id,
-            dataset_version_ids=[inputs["data"]["id"]] if inputs.get("data") else [],
-            source=parent.get("path") if parent and not parent.get("id") else None,
+            dataset_version_ids=[d["id"] for d in _datasets_of(inputs)],
+            source=_source_of(inputs, parent),
             move=True,
-            meta={"pipeline_stage": payload.get("stage"), "tokenizer": (inputs.get("tokenizer") or {}).get("path")},
+            meta={"pipeline_stage": payload.get("stage"), "tokenizer": (inputs.get("tokenizer") or {}).get("path"),
+                  **_mix_weights(inputs)},
         )
         return version["path"], {**result, "model_version": version["ref"], "model_version_id": version["id"]}
 
@@ -443,6 +532,50 @@ class _Heartbeat:
     def stop(self) -> None:
         self._stopped.set()
         self._thread.join(timeout=30)
+
+
+def _cores() -> int:
+    """The cores this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def _env_capped(threads: int) -> int:
+    """``threads``, but no more than the ``OMP_NUM_THREADS`` the worker was started with, if any."""
+    limit = os.environ.get("OMP_NUM_THREADS", "")
+    return min(threads, int(limit)) if limit.isdigit() and int(limit) > 0 else threads
+
+
+def _mix_and_init(inputs: dict[str, Any]) -> dict[str, Any]:
+    """The stage spec's inputs for a data mix and a random initialization (absent for a plain stage)."""
+    out: dict[str, Any] = {}
+    data = inputs.get("data") or {}
+    if "mix" in data:
+        out["data_mix"] = [{k: e[k] for k in ("name", "ref", "path", "format", "weight")} for e in data["mix"]]
+    if inputs.get("model_init"):
+        out["model_init"] = inputs["model_init"]
+    return out
+
+
+def _datasets_of(inputs: dict[str, Any]) -> list[dict[str, Any]]:
+    """The dataset versions a stage trained on: its one dataset, or each of its mix."""
+    data = inputs.get("data")
+    if not data:
+        return []
+    return [e for e in data["mix"] if e.get("id") is not None] if "mix" in data else [data]
+
+
+def _mix_weights(inputs: dict[str, Any]) -> dict[str, Any]:
+    """A mix's weight per dataset version, for the model version's lineage (``data_weights``)."""
+    data = inputs.get("data") or {}
+    return {"data_weights": {e["ref"]: e["weight"] for e in data["mix"]}} if "mix" in data else {}
+
+
+def _source_of(inputs: dict[str, Any], parent: dict[str, Any]) -> str | None:
+    """What a version started from when no registered parent says it: a model folder, or a random init."""
+    if inputs.get("model_init"):
+        init = inputs["model_init"]
+        return f"init: {init['init']} (size {init['size']})"
+    return parent.get("path") if parent and not parent.get("id") else None
 
 
 def _terminate(proc: subprocess.Popen, grace_s: float = 10.0) -> None:
@@ -505,8 +638,11 @@ class _MetricsTail:
 
 
 class _LogEcho:
-    def __init__(self, path: Path, stream: TextIO | None):
-        self.path, self.stream, self.offset = path, stream, 0
+    """Copies what a stage appends to its log onto a stream; with a ``prefix``, whole lines only, each prefixed."""
+
+    def __init__(self, path: Path, stream: TextIO | None, prefix: str = ""):
+        self.path, self.stream, self.offset, self.prefix = path, stream, 0, prefix
+        self._partial = b""
 
     def pump(self) -> None:
         if self.stream is None:
@@ -518,6 +654,17 @@ class _LogEcho:
         except FileNotFoundError:
             return
         self.offset += len(chunk)
+        if self.prefix:
+            lines = (self._partial + chunk).split(b"\n")
+            self._partial = lines.pop()
+            chunk = b"".join(self.prefix.encode() + line + b"\n" for line in lines)
         if chunk:
             self.stream.write(chunk.decode("utf-8", errors="replace"))
             self.stream.flush()
+
+    def finish(self) -> None:
+        """The last line, when the stage ended without a newline."""
+        if self.stream is not None and self._partial:
+            self.stream.write((self.prefix.encode() + self._partial + b"\n").decode("utf-8", errors="replace"))
+            self.stream.flush()
+            self._partial = b""

@@ -243,6 +243,134 @@ def show_gate(ctx: Context, req: GateRef) -> GateVerdict:
     return GateVerdict(**ctx.public(show(ctx.workspace, req.gate)))
 
 
+# -- comparing two models, exporting a run ----------------------------------------------------------
+class ComparedModel(BaseModel):
+    model: str = Field(description="the version (NAME@vN) or folder evaluated")
+    run: int = Field(description="its eval run: every example is stored (evals.export reads them)")
+    reused: bool = Field(description="a stored run of the exact suite on this version stood in")
+
+
+class KpiComparison(BaseModel):
+    """One KPI of a comparison: both values, and the paired difference B − A on the same examples."""
+
+    model_config = ConfigDict(extra="allow")
+    metric: str
+    aggregate: str
+    direction: str = Field(description="higher | lower: which way is better")
+    a: dict[str, Any] = Field(description="A's KPI: value, ci [low, high], n (and slices)")
+    b: dict[str, Any] = Field(description="B's KPI: value, ci [low, high], n (and slices)")
+    value_diff: float | None = Field(description="B's KPI value minus A's")
+    n: int = Field(description="examples both models were scored on")
+    diff: float | None = Field(description="mean per-example score difference B − A (pass/fail for pass_rate; "
+                                           "NLL per token for perplexity)")
+    ci: list[float | None] = Field(description="paired-bootstrap 95% interval of diff")
+    p_value: float | None = Field(description="McNemar's exact test for pass/fail scores, else the paired bootstrap's")
+    test: str | None = Field(description="mcnemar | paired_bootstrap")
+    b_better_on: int = Field(description="examples where B did better (in the KPI's direction)")
+    a_better_on: int = Field(description="examples where A did better")
+    better: str | None = Field(description="'a' or 'b' when the test is significant at alpha, else null")
+
+
+class EvalComparison(BaseModel):
+    """Two models on one suite, KPI by KPI (and slice by slice): paired differences, intervals, p-values; no floors."""
+
+    model_config = ConfigDict(extra="allow")
+    suite: str
+    suite_hash: str
+    alpha: float
+    a: ComparedModel
+    b: ComparedModel
+    kpis: dict[str, KpiComparison]
+
+
+class CompareModels(SuiteSource):
+    a: str = Field(description="model A, the reference: NAME@vN, NAME@ALIAS, NAME (newest)")
+    b: str = Field(description="model B, compared with A (differences are B − A)")
+    device: str | None = Field(None, description="auto | cpu | cuda (default: the suite's)")
+    rerun: bool = Field(False, description="evaluate again even if a run of this suite on a version is stored")
+
+
+@verb("evals.compare", scope="train", mutating=True, local_only=True,
+      target=lambda req, res: f"eval runs {res.a.run} and {res.b.run}" if res else f"{req.a} vs {req.b}")
+def compare_models(ctx: Context, req: CompareModels) -> EvalComparison:
+    """Compare model B with model A on one KPI suite: per KPI (and per slice) the paired difference B − A on the
+    same examples, its 95% interval and McNemar's exact p (pass/fail metrics) or a paired-bootstrap p; no floors.
+
+    Stored runs of the exact suite on either version are reused; otherwise the model is evaluated here (blocks),
+    and the run is stored. Remote callers: run ``evals.start`` for each model, then ``evals.compare_runs``.
+    Emits ``eval_started`` once the suite, its data and both models have been checked.
+    """
+    from weightsmith.evals.compare import compare_models as compare
+
+    a, b = model_ref(ctx, req.a, "a"), model_ref(ctx, req.b, "b")
+    return EvalComparison(**compare(ctx.workspace, req.resolved(ctx), a, b, device=req.device, reuse=not req.rerun,
+                                    on_start=lambda: ctx.emit("eval_started", a=req.a, b=req.b)))
+
+
+class CompareRuns(BaseModel):
+    a: int = Field(ge=1, le=2**63 - 1, description="run A's id, the reference")
+    b: int = Field(ge=1, le=2**63 - 1, description="run B's id (differences are B − A)")
+    kpis: list[str] | None = Field(None, description="only these KPIs (default: all)")
+
+
+@verb("evals.compare_runs", scope="read")
+def compare_runs(ctx: Context, req: CompareRuns) -> EvalComparison:
+    """Compare two stored eval runs of the same suite on the same data: per KPI (and slice) the paired difference
+    B − A, its 95% interval and McNemar's exact p or a paired-bootstrap p. Start the runs with ``evals.start``."""
+    from weightsmith.evals.compare import compare_runs as compare
+
+    return EvalComparison(**ctx.public(compare(ctx.workspace, req.a, req.b, kpis=req.kpis)))
+
+
+MAX_EXPORT_ROWS = 5000
+
+
+class ExportRequest(BaseModel):
+    run: int = Field(ge=1, le=2**63 - 1, description="the eval run's id")
+    kpi: str | None = Field(None, description="only this KPI's examples")
+    offset: int = Field(0, ge=0, le=2**63 - 1, description="rows already read; pass the previous answer's next_offset")
+    limit: int = Field(1000, ge=1, le=MAX_EXPORT_ROWS, description="most rows to return")
+
+
+class ExportedExample(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    kpi: str
+    metric: str
+    position: int = Field(description="the row's index in the KPI's dataset (pairs runs)")
+    prompt: Any = Field(description="what the model was asked, as rendered for it (text or chat messages)")
+    reference: dict[str, Any] = Field(description="the row's other columns (a chat row's last assistant turn: answer)")
+    output: str | None = Field(description="the model's completion (none for perplexity)")
+    score: float | None
+    slice: dict[str, Any] | None = Field(description="{column: value} of a KPI with slice_by")
+    tokens: int | None
+    seconds: float | None
+    finish_reason: str | None
+
+
+class ExportedRows(BaseModel):
+    """Every prediction of an eval run, a page at a time."""
+
+    run: int
+    model: str
+    suite: str
+    total: int = Field(description="rows in the run (of the KPI, when one was named)")
+    rows: list[ExportedExample]
+    next_offset: int = Field(description="pass as offset to read on")
+    done: bool = Field(description="every row has been read")
+
+
+@verb("evals.export", scope="read")
+def export_eval(ctx: Context, req: ExportRequest) -> ExportedRows:
+    """Every example of an eval run: prompt, reference, the model's output, its score, its slice; paged by offset.
+
+    Read on with ``next_offset`` until ``done``. One row per KPI and example: several metrics scored on the same
+    example are rows with the same position and output.
+    """
+    from weightsmith.evals.export import export_rows
+
+    return ExportedRows(**export_rows(ctx.workspace, req.run, kpi=req.kpi, offset=req.offset, limit=req.limit))
+
+
 # -- the same work as jobs ------------------------------------------------------------------------
 def _start(ctx: Context, kind: str, model: str, suite: str | Path | dict, config: dict[str, Any]):
     from weightsmith.evals.suite import load_suite

@@ -1,4 +1,4 @@
-"""Model registry verbs: list, show (with lineage), aliases, promote, rollback.
+"""Model registry verbs: list, show (with lineage), aliases, promote, rollback, export (GGUF).
 
 Versions are immutable; an alias (``champion``, ``candidate``, ...) moves only by ``models.promote``,
 which needs a passing gate of the version against the alias's current holder unless forced with a
@@ -7,7 +7,7 @@ reason, and every move is kept with who made it and why.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -25,12 +25,16 @@ class ModelVersionInfo(BaseModel):
     version: int
     ref: str = Field(description="NAME@vN")
     stage: str = Field(description="the recipe that made it (tokenizer, pretrain, sft, ...)")
+    pipeline_stage: str | None = Field(None, description="the name of the pipeline stage that made it (e.g. sft_lora)")
     hash: str
     parent: str | None = Field(description="the version it was trained from")
     run: int | None
     job: int | None
     data: list[str] = Field(description="the dataset versions it was trained on")
-    source: str | None
+    data_weights: dict[str, float] | None = Field(
+        None, description="for a data mix, the sampling weight of each dataset version in data (null for one dataset)")
+    source: str | None = Field(description="what it started from when no registered parent says it: a model "
+                               "folder, or 'init: random (size S)'")
     created_at: str
 
 
@@ -142,3 +146,64 @@ class Rollback(BaseModel):
 def rollback(ctx: Context, req: Rollback) -> AliasMoved:
     """Move an alias back to the version that held it before its latest promotion still in effect."""
     return AliasMoved(**aliases.rollback(ctx.workspace, req.name, req.alias, reason=req.reason, actor=ctx.actor.name))
+
+
+class ExportModel(BaseModel):
+    ref: str = Field(description="the version to export: NAME, NAME@vN or NAME@ALIAS")
+    format: Literal["gguf"] = Field("gguf", description="gguf: one file for llama.cpp and Ollama")
+    outtype: Literal["f16", "q8_0", "f32"] = Field(
+        "f16", description="how the weight matrices are stored: f16 (half of f32), q8_0 (8-bit, ~0.53 of f16), "
+        "f32 (exact); norms stay f32")
+    output: str | None = Field(None, description="the file to write, on this machine (default: NAME-vN-OUTTYPE.gguf "
+                               "in the current folder)")
+    force: bool = Field(False, description="replace the output file if it exists")
+
+
+class ModelExported(BaseModel):
+    ref: str = Field(description="the version exported, NAME@vN")
+    format: str
+    outtype: str
+    path: str = Field(description="the file written")
+    bytes: int
+    sha256: str = Field(description="of the file written")
+    tensors: int
+    parameters: int
+    context_length: int = Field(description="the longest context the model was built for (llama.context_length)")
+    eos_token_id: int | None = Field(description="EOS, also written as the end-of-turn token: where generation stops")
+    chat_template: bool = Field(description="whether the tokenizer's chat template is embedded")
+    metadata: dict[str, Any] = Field(description="the lineage keys written (general.*, weightsmith.*)")
+
+
+@verb("models.export", scope="read", mutating=True, local_only=True,
+      target=lambda req, res: f"{res.ref} -> {res.path}" if res else req.ref)
+def export_model(ctx: Context, req: ExportModel) -> ModelExported:
+    """Write a model version as one GGUF file for llama.cpp and Ollama, with its chat template, stop token and lineage.
+
+    Written with llama.cpp's ``gguf`` package (see :mod:`weightsmith.export.gguf`); Llama-architecture
+    versions only. The call writes a file on this machine and takes minutes for a large model, so it
+    is the CLI's (``weightsmith models export``), never a remote client's; it is audited.
+
+    Raises:
+        Forbidden: a remote caller (it would name a path on the server).
+        NotFound: no such version.
+        UserError: not a Llama model, a tokenizer llama.cpp would split differently, or an output that exists.
+    """
+    from pathlib import Path
+
+    from weightsmith.errors import Forbidden
+    from weightsmith.export.gguf import Lineage, default_filename, export_gguf
+
+    if ctx.actor.remote:
+        raise Forbidden("models.export writes a file on the server; run 'weightsmith models export' on that machine.")
+    found = registry.show_version(ctx.workspace, req.ref)
+    output = Path(req.output).expanduser() if req.output else Path.cwd() / default_filename(
+        found["name"], found["version"], req.outtype)
+    lineage = Lineage(ref=found["ref"], name=found["name"], version=found["version"], hash=found["hash"],
+                      parent=found["parent"], datasets=list(found["data"]), stage=found["stage"],
+                      source=found["source"], run=found["run"], created_at=found["created_at"])
+    ctx.emit("export_started", ref=found["ref"], output=str(output), outtype=req.outtype)
+    done = export_gguf(Path(found["path"]), output, outtype=req.outtype, lineage=lineage, overwrite=req.force)
+    return ModelExported(ref=found["ref"], format=req.format, outtype=done.outtype, path=str(done.path.resolve()),
+                         bytes=done.bytes, sha256=done.sha256, tensors=done.tensors, parameters=done.parameters,
+                         context_length=done.context_length, eos_token_id=done.eos_token_id,
+                         chat_template=done.chat_template, metadata=done.metadata)

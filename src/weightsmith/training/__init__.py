@@ -33,24 +33,6 @@ STAGE_KINDS: tuple[str, ...] = tuple(STAGE_MODULES)
 # The kinds that train weights or a tokenizer (the recipes in this package).
 TRAINING_STAGE_KINDS: tuple[str, ...] = ("tokenizer", "pretrain", "cpt", "sft", "dpo", "grpo")
 
-# Users who know transformers/TRL type their names; point them at ours.
-_LIBRARY_NAMES = {
-    "learning_rate": "lr",
-    "per_device_train_batch_size": "batch_size",
-    "gradient_accumulation_steps": "grad_accum",
-    "lr_scheduler_type": "lr_schedule",
-    "gradient_checkpointing": "activation_checkpointing",
-    "max_seq_length": "max_length",
-    "block_size": "seq_len",
-    "peft_config": "lora",
-    "reward_funcs": "reward",
-    "lora_r": "r",
-    "rank": "r",
-    "lora_alpha": "alpha",
-    "lora_dropout": "dropout",
-}
-
-
 def recipe_module(kind: str) -> ModuleType:
     """The recipe module for stage ``kind`` (imported on first use)."""
     if kind not in STAGE_KINDS:
@@ -78,9 +60,9 @@ def describe_validation_error(kind: str, config_class: type[BaseModel], exc: Val
     key = ".".join(str(part) for part in error["loc"])
     if error["type"] == "extra_forbidden":
         known = list(_model_at(config_class, error["loc"][:-1]).model_fields)
-        name = str(error["loc"][-1])
-        ours = _LIBRARY_NAMES.get(name)
-        hint = f" (did you mean '{ours}'?)" if ours in known else closest(name, known)
+        from weightsmith.config import suggest_key  # the one hint for HF/TRL names (learning_rate → lr)
+
+        hint = suggest_key(str(error["loc"][-1]), known)
         return f"{kind} config: '{key}' is not a setting of the {kind} stage{hint}; known settings: {', '.join(known)}."
     message = str(error["msg"]).removeprefix("Value error, ")
     if not error["loc"]:  # a check across several settings

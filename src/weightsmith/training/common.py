@@ -18,9 +18,10 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from weightsmith.errors import UserError
+from weightsmith.errors import UserError, closest
+from weightsmith.training.models import MODEL_SIZES
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from transformers import PreTrainedModel, PreTrainedTokenizerBase, Trainer
@@ -41,6 +42,35 @@ FORMAT_KEYS: dict[str, tuple[str, ...]] = {
 # ---------------------------------------------------------------------------------------------
 
 
+class DataSource(BaseModel):
+    """One dataset of a stage's data mix (:mod:`weightsmith.training.mixing` says what the weights mean)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(description="The dataset as the pipeline names it: a key of the stage's data mapping.")
+    ref: str | None = Field(None, description="The dataset version it resolved to (NAME@vN), for the report.")
+    path: Path = Field(description="Normalized JSONL dataset, one object per line.")
+    format: DataFormat = Field(description="Format of path: text, chat, preference or prompt.")
+    weight: float = Field(gt=0.0, description="Sampling weight: the dataset's share of the examples is weight / sum.")
+
+
+class ModelInit(BaseModel):
+    """Start from fresh weights (of a named size, with tokenizer_path's vocabulary) instead of a model directory."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    init: Literal["random"] = Field(
+        description="'random': initialized as the pretrain stage initializes, seeded by the stage seed."
+    )
+    size: Literal[tuple(MODEL_SIZES)] = Field(  # type: ignore[valid-type]
+        description=f"Named model size: {', '.join(MODEL_SIZES)}."
+    )
+
+    def describe(self) -> str:
+        """How lineage names this start: ``init: random (size small)``."""
+        return f"init: {self.init} (size {self.size})"
+
+
 class StageInputs(BaseModel):
     """The artifacts a stage reads; which ones are required depends on the stage."""
 
@@ -48,8 +78,20 @@ class StageInputs(BaseModel):
 
     data_path: Path | None = Field(None, description="Normalized JSONL dataset, one object per line.")
     data_format: DataFormat | None = Field(None, description="Format of data_path: text, chat, preference or prompt.")
+    data_mix: list[DataSource] | None = Field(
+        None, min_length=1, description="Several datasets with sampling weights, instead of data_path."
+    )
     model_path: Path | None = Field(None, description="A local Hugging Face model directory to start from.")
+    model_init: ModelInit | None = Field(None, description="Start from a fresh model instead of model_path.")
     tokenizer_path: Path | None = Field(None, description="A local Hugging Face tokenizer directory.")
+
+    @model_validator(mode="after")
+    def _one_of_each(self) -> StageInputs:
+        if self.data_path is not None and self.data_mix is not None:
+            raise ValueError("give data_path or data_mix, not both")
+        if self.model_path is not None and self.model_init is not None:
+            raise ValueError("give model_path or model_init, not both")
+        return self
 
 
 class StageContext(BaseModel):
@@ -73,6 +115,33 @@ class StageContext(BaseModel):
 # ---------------------------------------------------------------------------------------------
 
 
+THREADS_HELP = (
+    "CPU threads the stage computes with (torch.set_num_threads), shared by its processes. Default: the worker's "
+    "share of the machine's cores, cores // the stages running on it at once."
+)
+
+
+def apply_threads(threads: int | None, kind: str) -> int | None:
+    """Limit the CPU threads of this stage process; returns the number set, or None (the libraries' default).
+
+    The worker gives each stage process its share of the cores in ``WEIGHTSMITH_THREADS`` (already
+    divided among the stage's processes), which wins; a stage run by hand uses its ``threads`` setting,
+    divided among its ``LOCAL_WORLD_SIZE`` processes. Two processes that each take every core slow each
+    other down tens of times on a small machine (OpenMP threads spin waiting for each other).
+    """
+    given = os.environ.get("WEIGHTSMITH_THREADS", "")
+    world = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    count = int(given) if given.isdigit() and int(given) > 0 else (max(1, threads // world) if threads else None)
+    if count is None:
+        return None
+    os.environ["RAYON_NUM_THREADS"] = str(count)  # the tokenizers library's pool, read when it first starts
+    if kind != "tokenizer":  # the tokenizer stage never loads torch
+        import torch
+
+        torch.set_num_threads(count)
+    return count
+
+
 class LoraSettings(BaseModel):
     """Low-rank adapters (peft). Merged into the base weights on save."""
 
@@ -83,8 +152,21 @@ class LoraSettings(BaseModel):
     dropout: float = Field(0.05, ge=0.0, lt=1.0, description="Dropout on the adapter input.")
     target_modules: str | list[str] = Field(
         "all-linear",
-        description="Module names to adapt, or 'all-linear' for every linear layer except the output head.",
+        description="Module names to adapt, or 'all-linear' for every linear layer except the output head. A name "
+        "matches every module it ends (peft's rule): [q_proj, v_proj] adapts the attention's query and value "
+        "projections of every layer (the LoRA paper's choice), [gate_proj, up_proj, down_proj] the MLPs; a name "
+        "no module of the model has is refused before training, with the names it has.",
     )
+
+    @field_validator("target_modules")
+    @classmethod
+    def _module_names(cls, value: str | list[str]) -> str | list[str]:
+        # peft reads a string other than 'all-linear' as a regular expression over full module paths,
+        # so `target_modules: q_proj` would match nothing; one name means a list of one.
+        names = [value] if isinstance(value, str) and value != "all-linear" else value
+        if isinstance(names, list) and (not names or not all(name.strip() for name in names)):
+            raise ValueError("name at least one module (e.g. [q_proj, v_proj]), or 'all-linear'")
+        return names
 
 
 class TrainStageConfig(BaseModel):
@@ -122,6 +204,7 @@ class TrainStageConfig(BaseModel):
         description="Data-parallel processes, launched with torchrun (one per GPU; on a CPU each gets an equal "
         "share of the cores). batch_size is per process: the global batch is processes x batch_size x grad_accum.",
     )
+    threads: int | None = Field(None, ge=1, description=THREADS_HELP)
 
 
 class FineTuneConfig(TrainStageConfig):
@@ -191,6 +274,22 @@ def require_model_dir(inputs: StageInputs, kind: str) -> Path:
     if not any(path.glob("*.safetensors")) and not any(path.glob("*.safetensors.index.json")):
         raise UserError(f"model_path {path} has no safetensors weights; save the model with safetensors.")
     return path
+
+
+def check_start_model(inputs: StageInputs, kind: str) -> Path | None:
+    """The model directory the stage starts from (checked), or None when it starts from a random init.
+
+    A random init (``inputs.model_init``) is built later, once the tokenizer is loaded
+    (:func:`weightsmith.training.models.random_init_dir`); it needs ``tokenizer_path``.
+    """
+    if inputs.model_init is None:
+        return require_model_dir(inputs, kind)
+    if inputs.tokenizer_path is None:
+        raise UserError(
+            f"stage '{kind}' starts from a random initialization ({inputs.model_init.describe()}), which takes its "
+            "vocabulary from a tokenizer: set inputs.tokenizer_path."
+        )
+    return None
 
 
 def tokenizer_dir(inputs: StageInputs, kind: str, model_dir: Path | None) -> Path:
@@ -389,10 +488,19 @@ def write_json_atomically(path: Path, payload: dict[str, Any], default: Any = No
     os.replace(tmp, path)
 
 
-def lora_config(settings: LoraSettings | None):
-    """A ``peft.LoraConfig`` for causal LM training, or None for full fine-tuning."""
+def lora_config(settings: LoraSettings | None, model: PreTrainedModel | None = None):
+    """A ``peft.LoraConfig`` for causal LM training, or None for full fine-tuning.
+
+    Given the ``model``, every name of ``target_modules`` is checked against it first: peft would
+    refuse an unknown one only as the trainer is built, with a traceback.
+
+    Raises:
+        UserError: a target module name that no linear or embedding layer of ``model`` ends with.
+    """
     if settings is None:
         return None
+    if model is not None and isinstance(settings.target_modules, list):
+        _check_lora_targets(settings.target_modules, model)
     from peft import LoraConfig
 
     return LoraConfig(
@@ -402,6 +510,42 @@ def lora_config(settings: LoraSettings | None):
         target_modules=settings.target_modules,
         task_type="CAUSAL_LM",
     )
+
+
+def check_lora_targets(settings: LoraSettings | None, model_dir: Path | None) -> None:
+    """Before any compute: every name of ``target_modules`` against the layers of the model in ``model_dir``.
+
+    The layers come from the model's config, built on PyTorch's meta device (no weights are read
+    or allocated). A random initialization (no ``model_dir`` yet) is checked by :func:`lora_config`.
+
+    Raises:
+        UserError: a name that no linear or embedding layer of the model ends with, naming those it has.
+    """
+    if settings is None or model_dir is None or not isinstance(settings.target_modules, list):
+        return
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    try:
+        with torch.device("meta"):
+            skeleton = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(str(model_dir)))
+    except (ValueError, OSError, KeyError):
+        return  # loading the model says what is wrong with it
+    _check_lora_targets(settings.target_modules, skeleton)
+
+
+def _check_lora_targets(targets: list[str], model: PreTrainedModel) -> None:
+    import torch
+
+    kinds = (torch.nn.Linear, torch.nn.Embedding)
+    layers = [name for name, module in model.named_modules() if isinstance(module, kinds)]
+    for target in targets:
+        if not any(name == target or name.endswith(f".{target}") for name in layers):
+            known = list(dict.fromkeys(name.rpartition(".")[2] for name in layers))
+            raise UserError(
+                f"lora.target_modules: no layer of the model is named {target!r}{closest(target, known)}; its linear "
+                f"and embedding layers are {', '.join(known)} (or write 'all-linear')."
+            )
 
 
 def load_causal_lm(model_dir: Path, kind: str) -> PreTrainedModel:

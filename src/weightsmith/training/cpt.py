@@ -2,7 +2,9 @@
 
 The same packed causal-LM training as `pretrain` (:func:`pretrain.train_on_text`), starting from
 ``model_path`` instead of a fresh initialization. The tokenizer is the model's own unless
-``tokenizer_path`` names another one with the same vocabulary.
+``tokenizer_path`` names another one with the same vocabulary. Like pretrain, it takes a mix of
+text datasets (e.g. the new documents with a share of general or earlier data, the standard
+remedy for forgetting), and it may start from a random initialization (``model: {init: random}``).
 """
 
 from __future__ import annotations
@@ -14,11 +16,10 @@ from weightsmith.training.common import (
     StageContext,
     StageInputs,
     TrainStageConfig,
+    check_start_model,
     load_causal_lm,
     load_tokenizer,
     prepare_output_dir,
-    read_rows,
-    require_model_dir,
     tokenizer_dir,
 )
 
@@ -30,8 +31,10 @@ class Config(TrainStageConfig):
 
 
 def run(cfg: Config, inputs: StageInputs, ctx: StageContext) -> dict:
-    rows = read_rows(inputs, "cpt", "text")
-    model_dir = require_model_dir(inputs, "cpt")
+    from weightsmith.training.pretrain import read_text
+
+    rows = read_text(inputs, "cpt")
+    model_dir = check_start_model(inputs, "cpt")
     tokenizer_path = tokenizer_dir(inputs, "cpt", model_dir)
     prepare_output_dir(ctx)
 
@@ -41,6 +44,10 @@ def run(cfg: Config, inputs: StageInputs, ctx: StageContext) -> dict:
 
     set_seed(ctx.seed)
     tokenizer = load_tokenizer(tokenizer_path, "cpt")
+    if model_dir is None:
+        from weightsmith.training.models import random_init_dir
+
+        model_dir = random_init_dir(inputs.model_init.size, tokenizer, ctx.work_dir, ctx.seed, cfg.seq_len)
     model = load_causal_lm(model_dir, "cpt")
     if len(tokenizer) > model.get_input_embeddings().num_embeddings:
         raise UserError(

@@ -9,6 +9,9 @@ Rows are TRL's plain (strings, concatenated as is) or conversational format (mes
 with the chat template, with the row's ``tools``); one dataset uses one of the two. Every pair is
 tokenized once before the model loads, as DPOTrainer would, and what ``max_length`` drops or cuts
 is counted (:func:`weightsmith.data.chat_prepare.prepare_preferences`); the trainer gets those tokens.
+A mix of preference datasets (``data: {prefs: 1.0, older_prefs: 0.5}``) prepares each on its own
+(each plain or conversational) and draws the run's pairs by weight (:mod:`weightsmith.training.mixing`).
+A random initialization (``model: {init: random}``) is its own frozen reference.
 """
 
 from __future__ import annotations
@@ -23,13 +26,14 @@ from weightsmith.training.common import (
     FineTuneConfig,
     StageContext,
     StageInputs,
+    check_lora_targets,
+    check_start_model,
     load_causal_lm,
     load_tokenizer,
     log_line,
     lora_config,
     prepare_output_dir,
     read_rows,
-    require_model_dir,
     save_model_dir,
     tokenizer_dir,
     train_with_resume,
@@ -86,11 +90,19 @@ def check_preferences(rows: list[dict], data_path: object) -> tuple[list[dict], 
 
 
 def run(cfg: Config, inputs: StageInputs, ctx: StageContext) -> dict:
-    rows = read_rows(inputs, "dpo", "preference")
-    pairs, conversational = check_preferences(rows, inputs.data_path)
-    model_dir = require_model_dir(inputs, "dpo")
+    if inputs.data_mix is None:
+        pairs, conversational = check_preferences(read_rows(inputs, "dpo", "preference"), inputs.data_path)
+    else:
+        from weightsmith.training.mixing import read_sources
+
+        sources = read_sources(inputs, "dpo", ("preference",))
+        for source in sources:
+            source.rows, source.details["conversational"] = check_preferences(source.rows, source.path)
+        conversational = any(source.details["conversational"] for source in sources)
+    model_dir = check_start_model(inputs, "dpo")
     tokenizer_path = tokenizer_dir(inputs, "dpo", model_dir)
     prepare_output_dir(ctx)
+    check_lora_targets(cfg.lora, model_dir)
 
     from datasets import Dataset
     from transformers import set_seed
@@ -102,15 +114,39 @@ def run(cfg: Config, inputs: StageInputs, ctx: StageContext) -> dict:
 
     set_seed(ctx.seed)
     tokenizer = load_tokenizer(tokenizer_path, "dpo", need_chat_template=conversational)
-    prepared = prepare_preferences(
-        pairs,
-        ChatRenderer(tokenizer, str(tokenizer_path)),
-        conversational=conversational,
-        max_length=cfg.max_length,
-        max_truncated_fraction=cfg.max_truncated_fraction,
-        data_path=inputs.data_path,
-    )
-    log_line(summary("dpo", prepared.report))
+    renderer = ChatRenderer(tokenizer, str(tokenizer_path))
+    if inputs.data_mix is None:
+        prepared = prepare_preferences(
+            pairs,
+            renderer,
+            conversational=conversational,
+            max_length=cfg.max_length,
+            max_truncated_fraction=cfg.max_truncated_fraction,
+            data_path=inputs.data_path,
+        )
+        log_line(summary("dpo", prepared.report))
+        train_dataset, report = Dataset.from_list(prepared.examples), prepared.report
+    else:
+        from weightsmith.training.mixing import examples_per_run, mix
+
+        parts = []
+        for source in sources:
+            prepared = prepare_preferences(
+                source.rows,
+                renderer,
+                conversational=source.details.pop("conversational"),
+                max_length=cfg.max_length,
+                max_truncated_fraction=cfg.max_truncated_fraction,
+                data_path=source.path,
+            )
+            log_line(f"{source.name}: {summary('dpo', prepared.report)}")
+            source.details = {"prepared": prepared.report}
+            parts.append((source, prepared.examples))
+        train_dataset, report = mix(parts, examples_per_run(cfg), ctx.seed, "dpo", unit="pairs")
+    if model_dir is None:
+        from weightsmith.training.models import random_init_dir
+
+        model_dir = random_init_dir(inputs.model_init.size, tokenizer, ctx.work_dir, ctx.seed, cfg.max_length)
     model = load_causal_lm(model_dir, "dpo")
 
     args = DPOConfig(
@@ -125,10 +161,10 @@ def run(cfg: Config, inputs: StageInputs, ctx: StageContext) -> dict:
         model=model,
         ref_model=None,  # built from model_path (full) or the adapter-free policy (LoRA); see module doc
         args=args,
-        train_dataset=Dataset.from_list(prepared.examples),
+        train_dataset=train_dataset,
         processing_class=tokenizer,
-        peft_config=lora_config(cfg.lora),
+        peft_config=lora_config(cfg.lora, model),
     )
     result = train_with_resume(trainer, cfg, ctx)
     save_model_dir(trainer.model, tokenizer, ctx.output_dir)
-    return {**result, "lora": cfg.lora is not None, "data": prepared.report}
+    return {**result, "lora": cfg.lora is not None, "data": report}

@@ -8,6 +8,9 @@ Plain-string prompts are continued as raw text; message-list prompts are rendere
 template (with the row's ``tools``, and an assistant generation prompt). Every prompt is tokenized
 once before the model loads, a prompt too long for the model is refused
 (:func:`weightsmith.data.chat_prepare.prepare_prompts`), and the trainer generates from those tokens.
+A mix of prompt datasets (``data: {prompts: 1.0, hard: 0.5}``) checks the rewards against every
+dataset's rows and draws the run's prompts by weight (:mod:`weightsmith.training.mixing`); its
+datasets must all hold plain prompts or all message lists.
 """
 
 from __future__ import annotations
@@ -22,13 +25,14 @@ from weightsmith.training.common import (
     FineTuneConfig,
     StageContext,
     StageInputs,
+    check_lora_targets,
+    check_start_model,
     load_causal_lm,
     load_tokenizer,
     log_line,
     lora_config,
     prepare_output_dir,
     read_rows,
-    require_model_dir,
     save_model_dir,
     tokenizer_dir,
     train_with_resume,
@@ -105,14 +109,21 @@ def resolve_rewards(names: list[str], rows: list[dict], data_path: object) -> li
 
 
 def run(cfg: Config, inputs: StageInputs, ctx: StageContext) -> dict:
-    rows = read_rows(inputs, "grpo", "prompt")
-    rewards = resolve_rewards(cfg.reward_names, rows, inputs.data_path)
-    conversational = isinstance(rows[0]["prompt"], list)
-    if any(isinstance(row["prompt"], list) != conversational for row in rows):
-        raise UserError(f"{inputs.data_path}: mixes plain and message-list prompts; use one format per dataset.")
-    model_dir = require_model_dir(inputs, "grpo")
+    if inputs.data_mix is None:
+        rows = read_rows(inputs, "grpo", "prompt")
+        rewards = resolve_rewards(cfg.reward_names, rows, inputs.data_path)
+        conversational = isinstance(rows[0]["prompt"], list)
+        if any(isinstance(row["prompt"], list) != conversational for row in rows):
+            raise UserError(f"{inputs.data_path}: mixes plain and message-list prompts; use one format per dataset.")
+    else:
+        sources = _read_mix(inputs, cfg)
+        rows = [row for source in sources for row in source.rows]
+        rewards = resolve_rewards(cfg.reward_names, sources[0].rows, sources[0].path)  # checked on every source
+        conversational = isinstance(rows[0]["prompt"], list)
+    model_dir = check_start_model(inputs, "grpo")
     tokenizer_path = tokenizer_dir(inputs, "grpo", model_dir)
     prepare_output_dir(ctx)
+    check_lora_targets(cfg.lora, model_dir)
 
     from datasets import Dataset
     from transformers import set_seed
@@ -124,14 +135,43 @@ def run(cfg: Config, inputs: StageInputs, ctx: StageContext) -> dict:
 
     set_seed(ctx.seed)
     tokenizer = load_tokenizer(tokenizer_path, "grpo", need_chat_template=conversational)
-    prepared = prepare_prompts(
-        rows,
-        ChatRenderer(tokenizer, str(tokenizer_path)),
-        max_completion_length=cfg.max_completion_length,
-        context=_context_length(model_dir),
-        data_path=inputs.data_path,
-    )
-    log_line(summary("grpo", prepared.report))
+    if model_dir is None:
+        from weightsmith.training.models import random_init_dir
+
+        model_dir = random_init_dir(inputs.model_init.size, tokenizer, ctx.work_dir, ctx.seed)
+    renderer = ChatRenderer(tokenizer, str(tokenizer_path))
+    if inputs.data_mix is None:
+        prepared = prepare_prompts(
+            rows,
+            renderer,
+            max_completion_length=cfg.max_completion_length,
+            context=_context_length(model_dir),
+            data_path=inputs.data_path,
+        )
+        log_line(summary("grpo", prepared.report))
+        prompt_ids = [example["prompt_ids"] for example in prepared.examples]
+        train_dataset, report = Dataset.from_dict({ROW_COLUMN: list(range(len(rows)))}), prepared.report
+    else:
+        from weightsmith.training.mixing import examples_per_run, mix
+
+        parts, prompt_ids = [], []
+        for source in sources:
+            prepared = prepare_prompts(
+                source.rows,
+                renderer,
+                max_completion_length=cfg.max_completion_length,
+                context=_context_length(model_dir),
+                data_path=source.path,
+            )
+            log_line(f"{source.name}: {summary('grpo', prepared.report)}")
+            source.details = {"prepared": prepared.report}
+            # TRL's dataset is row numbers into `rows` (every source's rows, in order); see PreparedGRPOTrainer.
+            first = len(prompt_ids)
+            parts.append((source, Dataset.from_dict({ROW_COLUMN: list(range(first, first + len(source.rows)))})))
+            prompt_ids += [example["prompt_ids"] for example in prepared.examples]
+        train_dataset, report = mix(
+            parts, examples_per_run(cfg, group=cfg.num_generations), ctx.seed, "grpo", unit="prompts"
+        )
     model = load_causal_lm(model_dir, "grpo")
 
     args = GRPOConfig(
@@ -149,15 +189,41 @@ def run(cfg: Config, inputs: StageInputs, ctx: StageContext) -> dict:
         reward_funcs=rewards,
         args=args,
         # TRL's dataset is the row numbers; generation and rewards get the rows themselves (see PreparedGRPOTrainer).
-        train_dataset=Dataset.from_dict({ROW_COLUMN: list(range(len(rows)))}),
+        train_dataset=train_dataset,
         processing_class=tokenizer,
-        peft_config=lora_config(cfg.lora),
+        peft_config=lora_config(cfg.lora, model),
         rows=rows,
-        prompt_ids=[example["prompt_ids"] for example in prepared.examples],
+        prompt_ids=prompt_ids,
     )
     result = train_with_resume(trainer, cfg, ctx)
     save_model_dir(trainer.model, tokenizer, ctx.output_dir)
-    return {**result, "lora": cfg.lora is not None, "rewards": cfg.reward_names, "data": prepared.report}
+    return {**result, "lora": cfg.lora is not None, "rewards": cfg.reward_names, "data": report}
+
+
+def _read_mix(inputs: StageInputs, cfg: Config) -> list:
+    """The prompt datasets of a GRPO mix, each checked against the rewards; one kind of prompt in all.
+
+    One kind, because TRL reads a batch as conversational or not from its first row: plain and
+    message-list prompts in one batch would hand some rewards completions of the wrong shape.
+    """
+    from weightsmith.training.mixing import read_sources
+
+    sources = read_sources(inputs, "grpo", ("prompt",))
+    kinds = {}
+    for source in sources:
+        resolve_rewards(cfg.reward_names, source.rows, source.path)
+        conversational = {isinstance(row["prompt"], list) for row in source.rows}
+        if len(conversational) > 1:
+            raise UserError(f"{source.path}: mixes plain and message-list prompts; use one format per dataset.")
+        kinds[source.name] = conversational.pop()
+    if len(set(kinds.values())) > 1:
+        plain = [name for name, is_list in kinds.items() if not is_list]
+        listed = [name for name, is_list in kinds.items() if is_list]
+        raise UserError(
+            f"stage 'grpo': its mix holds plain-text prompts ({', '.join(plain)}) and message-list prompts "
+            f"({', '.join(listed)}); a grpo mix uses one kind, as TRL reads each batch as one."
+        )
+    return sources
 
 
 def _context_length(model_dir: object) -> int | None:

@@ -7,6 +7,7 @@ size and the special-token ids come from the tokenizer, never from this table.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
@@ -63,3 +64,51 @@ def build_model(size: str, tokenizer: PreTrainedTokenizerBase, max_positions: in
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.generation_config.bos_token_id = tokenizer.bos_token_id
     return model
+
+
+def random_init_dir(
+    size: str, tokenizer: PreTrainedTokenizerBase, work_dir: Path, seed: int, min_positions: int = 0
+) -> Path:
+    """A freshly initialized model of ``size``, saved under ``work_dir``: where ``model: {init: random}`` starts.
+
+    The stage then loads it like any input model, so every recipe (DPO's frozen reference included,
+    which TRL loads from the model's folder) treats it as it treats a trained one. It is written
+    once per job and never registered: the stage's output is the only version it leaves, and its
+    lineage says ``init: random (size ...)`` instead of naming a parent.
+
+    The weights are those the pretrain stage starts from with the same seed, size and tokenizer
+    (``set_seed(seed)`` then :func:`build_model`), so a random-init ablation matches a pretrain's
+    starting point. Under torchrun every rank builds the same weights and the first to finish puts
+    its copy in place.
+
+    Args:
+        size: a key of :data:`MODEL_SIZES`.
+        tokenizer: sets the vocabulary and special-token ids.
+        work_dir: the job's work folder (kept across retries, so a resumed run finds the same init).
+        seed: the stage seed.
+        min_positions: the longest sequence the stage trains on; the model's positions cover at least
+            this and the tokenizer's ``model_max_length`` (capped at 32,768), as in pretrain.
+
+    Returns:
+        The model folder (config.json, model.safetensors, the tokenizer).
+    """
+    import os
+    import shutil
+
+    from transformers import set_seed
+
+    target = Path(work_dir) / f"init-random-{size}-seed{seed}"
+    if (target / "config.json").is_file():
+        return target
+    set_seed(seed)
+    max_positions = max(min_positions, min(int(tokenizer.model_max_length), 32768))
+    model = build_model(size, tokenizer, max_positions=max_positions)
+    partial = target.with_name(f".{target.name}.partial-{os.getpid()}")
+    shutil.rmtree(partial, ignore_errors=True)
+    model.save_pretrained(partial)
+    tokenizer.save_pretrained(partial)
+    try:
+        os.rename(partial, target)
+    except OSError:  # another rank put the same weights in place first
+        shutil.rmtree(partial, ignore_errors=True)
+    return target

@@ -50,8 +50,15 @@ class PreparedGRPOTrainer(ResumableGRPOTrainer):
     def _generate_and_score_completions(self, inputs):
         indices = [int(x[ROW_COLUMN]) for x in inputs]
         self._batch_prompt_ids = [list(self._prepared_prompt_ids[i]) for i in indices]
+        rows = [dict(self._prepared_rows[i]) for i in indices]
+        columns = dict.fromkeys(key for row in rows for key in row)
+        if any(len(row) != len(columns) for row in rows):
+            # TRL takes the reward columns from the batch's first row and reads them from every row; rows of
+            # a mix's datasets may differ. A column a row lacks reaches the rewards as None, as a row that
+            # lacks an Arrow dataset's column would (a reward that needs it was checked on every row).
+            rows = [{key: row.get(key) for key in columns} for row in rows]
         try:
-            return super()._generate_and_score_completions([dict(self._prepared_rows[i]) for i in indices])
+            return super()._generate_and_score_completions(rows)
         finally:
             self._batch_prompt_ids = None
 

@@ -2,7 +2,9 @@
 
 Flow: check inputs -> tokenizer -> model of the named size -> pack the corpus into seq_len blocks
 -> train (resuming from work_dir's latest complete checkpoint) -> save. `cpt` reuses
-:func:`train_on_text` with a loaded model instead of a fresh one.
+:func:`train_on_text` with a loaded model instead of a fresh one. A mix of text datasets
+(``data: {docs: 1.0, general: 0.2}``) packs each dataset into its own blocks and draws the run's
+blocks from them by weight (:mod:`weightsmith.training.mixing`).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from weightsmith.training.common import (
     train_with_resume,
     trainer_arguments,
 )
+from weightsmith.training.mixing import Source
 from weightsmith.training.models import MODEL_SIZES
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
@@ -43,7 +46,7 @@ class Config(TrainStageConfig):
 
 def run(cfg: Config, inputs: StageInputs, ctx: StageContext) -> dict:
     # Inputs first, before any heavy import: a user mistake costs no compute.
-    rows = read_rows(inputs, "pretrain", "text")
+    rows = read_text(inputs, "pretrain")
     tokenizer_path = tokenizer_dir(inputs, "pretrain", model_dir=None)
     prepare_output_dir(ctx)
 
@@ -60,30 +63,47 @@ def run(cfg: Config, inputs: StageInputs, ctx: StageContext) -> dict:
     return train_on_text(model, tokenizer, rows, cfg, ctx, kind="pretrain")
 
 
+def read_text(inputs: StageInputs, kind: str) -> list[dict[str, Any]] | list[Source]:
+    """The stage's text: the rows of its dataset, or the datasets of its mix (each read and checked)."""
+    if inputs.data_mix is not None:
+        from weightsmith.training.mixing import read_sources
+
+        return read_sources(inputs, kind, ("text",))
+    return read_rows(inputs, kind, "text")
+
+
 def train_on_text(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
-    rows: list[dict[str, Any]],
+    rows: list[dict[str, Any]] | list[Source],
     cfg: TrainStageConfig,
     ctx: StageContext,
     kind: str,
 ) -> dict:
-    """Causal-LM training on packed text, then save ``model`` + ``tokenizer`` to ``ctx.output_dir``."""
+    """Causal-LM training on packed text, then save ``model`` + ``tokenizer`` to ``ctx.output_dir``.
+
+    Args:
+        rows: the dataset's rows, or the sources of a mix (:func:`read_text`): each is packed into its
+            own blocks, and the run's blocks are drawn from them by weight.
+    """
     from datasets import Dataset
     from transformers import Trainer, TrainingArguments
 
-    from weightsmith.data.packing import collate_packed_blocks, pack_token_ids
+    from weightsmith.data.packing import collate_packed_blocks
 
     seq_len = cfg.seq_len  # type: ignore[attr-defined]  (pretrain and cpt configs both carry it)
-    token_ids = list(_tokenize_in_batches(tokenizer, [str(row["text"]) for row in rows]))
-    blocks = pack_token_ids(token_ids, seq_len=seq_len, eos_id=tokenizer.eos_token_id)
-    if len(blocks) == 0:
-        total = sum(len(ids) + 1 for ids in token_ids)
-        raise UserError(
-            f"stage '{kind}': the dataset has {total} tokens, fewer than one block of seq_len={seq_len}; "
-            "add text or lower seq_len."
-        )
-    dataset = Dataset.from_dict({"input_ids": blocks})
+    if rows and isinstance(rows[0], Source):
+        from weightsmith.training.mixing import examples_per_run, mix
+
+        parts = []
+        for source in rows:
+            blocks = _blocks(tokenizer, source.rows, seq_len, kind, f"dataset '{source.name}' of the mix")
+            parts.append((source, Dataset.from_dict({"input_ids": blocks})))
+        dataset, mix_report = mix(parts, examples_per_run(cfg), ctx.seed, kind, unit=f"blocks of {seq_len} tokens")
+        n_blocks = sum(entry["examples"] for entry in mix_report["mix"])
+    else:
+        blocks = _blocks(tokenizer, rows, seq_len, kind, "the dataset")
+        dataset, mix_report, n_blocks = Dataset.from_dict({"input_ids": blocks}), None, len(blocks)
 
     # Packed blocks have no padding, so every input token counts.
     args = TrainingArguments(**trainer_arguments(cfg, ctx, count_tokens="all"))
@@ -96,7 +116,22 @@ def train_on_text(
     )
     result = train_with_resume(trainer, cfg, ctx)
     save_model_dir(trainer.model, tokenizer, ctx.output_dir)
-    return {**result, "train_blocks": len(blocks), "seq_len": seq_len}
+    return {**result, "train_blocks": n_blocks, "seq_len": seq_len, **({"data": mix_report} if mix_report else {})}
+
+
+def _blocks(tokenizer: PreTrainedTokenizerBase, rows: list[dict[str, Any]], seq_len: int, kind: str, what: str):
+    """The rows' documents packed into ``[n, seq_len]`` blocks; refused when not one block fills."""
+    from weightsmith.data.packing import pack_token_ids
+
+    token_ids = list(_tokenize_in_batches(tokenizer, [str(row["text"]) for row in rows]))
+    blocks = pack_token_ids(token_ids, seq_len=seq_len, eos_id=tokenizer.eos_token_id)
+    if len(blocks) == 0:
+        total = sum(len(ids) + 1 for ids in token_ids)
+        raise UserError(
+            f"stage '{kind}': {what} has {total} tokens, fewer than one block of seq_len={seq_len}; "
+            "add text or lower seq_len."
+        )
+    return blocks
 
 
 def _tokenize_in_batches(tokenizer: PreTrainedTokenizerBase, texts: list[str], batch_size: int = 1024):

@@ -31,7 +31,7 @@ from weightsmith.errors import UserError
 from weightsmith.proc import die_with_parent, hold_work_lock, work_lock_wait_s
 from weightsmith.training import STAGE_KINDS, recipe_module, validate_stage_config
 from weightsmith.training.common import (
-    StageContext, StageInputs, is_main_process, leave_process_group, write_json_atomically)
+    StageContext, StageInputs, apply_threads, is_main_process, leave_process_group, log_line, write_json_atomically)
 
 
 class StageSpec(BaseModel):
@@ -71,6 +71,9 @@ def load_spec(path: Path) -> StageSpec:
 def run_spec(spec: StageSpec) -> dict[str, Any]:
     """Validate the stage config, run the recipe and return its result (with kind and output_dir)."""
     cfg = validate_stage_config(spec.kind, spec.config)
+    threads = apply_threads(getattr(cfg, "threads", None), spec.kind)
+    if threads is not None:
+        log_line(f"{spec.kind}: computing with {threads} CPU thread(s)")
     ctx = StageContext(
         work_dir=spec.work_dir,
         output_dir=spec.output_dir,
@@ -86,6 +89,7 @@ def run_spec(spec: StageSpec) -> dict[str, Any]:
         **result,
         "output_dir": str(ctx.output_dir),
         "processes": int(os.environ.get("WORLD_SIZE", "1")),
+        "threads": threads,
         "wall_seconds": round(time.perf_counter() - started, 3),
     }
 

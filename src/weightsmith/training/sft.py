@@ -6,6 +6,13 @@ with ``assistant_only_loss`` only the answers train — each answer's content an
 so the model learns to stop — and an answer with OpenAI's ``weight: 0`` never does. TRL's
 SFTTrainer then trains on exactly those tokens and labels. Full fine-tuning or LoRA; adapters are
 merged into the base on save, so the output is a plain model directory.
+
+A mix (``data: {qa: 1.0, docs: 0.3}``, :mod:`weightsmith.training.mixing`) may hold text datasets
+next to the chat ones: they are replay, packed into ``max_length`` blocks whose every token is a
+target (:func:`weightsmith.data.chat_prepare.prepare_replay`), while the chat rows keep their
+assistant-only labels; both are ``input_ids`` + ``labels`` rows to the trainer and its collator.
+The stage may start from a random initialization (``model: {init: random, size: ...}``) instead
+of a model directory.
 """
 
 from __future__ import annotations
@@ -20,13 +27,14 @@ from weightsmith.training.common import (
     FineTuneConfig,
     StageContext,
     StageInputs,
+    check_lora_targets,
+    check_start_model,
     load_causal_lm,
     load_tokenizer,
     log_line,
     lora_config,
     prepare_output_dir,
     read_rows,
-    require_model_dir,
     save_model_dir,
     tokenizer_dir,
     train_with_resume,
@@ -95,11 +103,14 @@ def build_trainer(cfg: Config, inputs: StageInputs, ctx: StageContext) -> tuple[
     Returns:
         The SFTTrainer, and the data report for ``result.json`` (see :func:`prepare_sft`).
     """
-    rows = read_rows(inputs, "sft", "chat")
-    conversations = check_conversations(rows, inputs.data_path)
-    model_dir = require_model_dir(inputs, "sft")
+    if inputs.data_mix is None:
+        conversations = check_conversations(read_rows(inputs, "sft", "chat"), inputs.data_path)
+    else:
+        sources = _read_mix(inputs)
+    model_dir = check_start_model(inputs, "sft")
     tokenizer_path = tokenizer_dir(inputs, "sft", model_dir)
     prepare_output_dir(ctx)
+    check_lora_targets(cfg.lora, model_dir)
 
     from datasets import Dataset
     from transformers import set_seed
@@ -110,17 +121,26 @@ def build_trainer(cfg: Config, inputs: StageInputs, ctx: StageContext) -> tuple[
 
     set_seed(ctx.seed)
     tokenizer = load_tokenizer(tokenizer_path, "sft", need_chat_template=True)
+    renderer = ChatRenderer.for_training(tokenizer, tokenizer_path, cfg.assistant_only_loss)
     # Rendered, masked and cut here, before the model loads: a refusal costs no compute, and the
     # trainer gets exactly the tokens and labels counted.
-    prepared = prepare_sft(
-        conversations,
-        ChatRenderer.for_training(tokenizer, tokenizer_path, cfg.assistant_only_loss),
-        max_length=cfg.max_length,
-        assistant_only_loss=cfg.assistant_only_loss,
-        max_truncated_fraction=cfg.max_truncated_fraction,
-        data_path=inputs.data_path,
-    )
-    log_line(summary("sft", prepared.report))
+    if inputs.data_mix is None:
+        prepared = prepare_sft(
+            conversations,
+            renderer,
+            max_length=cfg.max_length,
+            assistant_only_loss=cfg.assistant_only_loss,
+            max_truncated_fraction=cfg.max_truncated_fraction,
+            data_path=inputs.data_path,
+        )
+        log_line(summary("sft", prepared.report))
+        train_dataset, report = Dataset.from_list(prepared.examples), prepared.report
+    else:
+        train_dataset, report = _prepare_mix(cfg, sources, renderer, ctx)
+    if model_dir is None:
+        from weightsmith.training.models import random_init_dir
+
+        model_dir = random_init_dir(inputs.model_init.size, tokenizer, ctx.work_dir, ctx.seed, cfg.max_length)
     model = load_causal_lm(model_dir, "sft")
     if cfg.padding_free:
         from weightsmith.training.attention import use_packed_attention
@@ -141,8 +161,48 @@ def build_trainer(cfg: Config, inputs: StageInputs, ctx: StageContext) -> tuple[
     trainer = SFTTrainer(
         model=model,
         args=args,
-        train_dataset=Dataset.from_list(prepared.examples),
+        train_dataset=train_dataset,
         processing_class=tokenizer,
-        peft_config=lora_config(cfg.lora),
+        peft_config=lora_config(cfg.lora, model),
     )
-    return trainer, prepared.report
+    return trainer, report
+
+
+def _read_mix(inputs: StageInputs) -> list:
+    """The datasets of an SFT mix: chat to fine-tune on, text to replay; at least one chat dataset."""
+    from weightsmith.training.mixing import read_sources
+
+    sources = read_sources(inputs, "sft", ("chat", "text"))
+    if not any(source.format == "chat" for source in sources):
+        raise UserError(
+            f"stage 'sft': its mix ({', '.join(source.name for source in sources)}) holds no chat dataset; an sft "
+            "mix fine-tunes on chat data and replays its text datasets next to it (text alone is a cpt stage)."
+        )
+    for source in sources:
+        if source.format == "chat":
+            source.rows = check_conversations(source.rows, source.path)
+    return sources
+
+
+def _prepare_mix(cfg: Config, sources: list, renderer: Any, ctx: StageContext) -> tuple[Any, dict]:
+    """Each dataset prepared on its own (chat: masked and cut; text: packed for replay), then mixed by weight."""
+    from weightsmith.data.chat_prepare import prepare_replay, prepare_sft, summary
+    from weightsmith.training.mixing import examples_per_run, mix
+
+    parts = []
+    for source in sources:
+        if source.format == "chat":
+            prepared = prepare_sft(
+                source.rows,
+                renderer,
+                max_length=cfg.max_length,
+                assistant_only_loss=cfg.assistant_only_loss,
+                max_truncated_fraction=cfg.max_truncated_fraction,
+                data_path=source.path,
+            )
+        else:
+            prepared = prepare_replay(source.rows, renderer.tokenizer, max_length=cfg.max_length, data_path=source.path)
+        log_line(f"{source.name}: {summary('sft', prepared.report)}")
+        source.details = {"prepared": prepared.report}
+        parts.append((source, prepared.examples))
+    return mix(parts, examples_per_run(cfg), ctx.seed, "sft", unit="conversations and replay blocks")

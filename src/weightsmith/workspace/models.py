@@ -334,3 +334,62 @@ class IdempotencyRecord(Base):
     response: Mapped[dict[str, Any]] = mapped_column(default=dict)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+
+
+# -- serving: the request log, feedback and per-project settings (issue #14) -------------------
+
+
+class ProjectSetting(Base):
+    """A project's setting by key (e.g. ``serve.logging``: full | redacted | off), with who set it last."""
+
+    __tablename__ = "project_settings"
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id"), primary_key=True)
+    key: Mapped[str] = mapped_column(String(100), primary_key=True)
+    value: Mapped[Any] = mapped_column(JSON)
+    updated_by: Mapped[str] = mapped_column(String(200))
+    updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class RequestLogEntry(Base):
+    """One served request and its response: what was asked, what the version answered, how fast.
+
+    Written in batches by the server's background writer (:mod:`weightsmith.serve.log`), never on
+    the request path. A ``redacted`` row keeps the counts and timings but no content or token ids.
+    """
+
+    __tablename__ = "request_log"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    request_id: Mapped[str] = mapped_column(String(64), unique=True)  # the response's id, e.g. chatcmpl-...
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id"), index=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime, index=True)  # when the request arrived (UTC)
+    token_name: Mapped[str | None] = mapped_column(String(200), nullable=True)  # the caller's token (or api-key)
+    endpoint: Mapped[str] = mapped_column(String(40))  # chat.completions | completions
+    model: Mapped[str] = mapped_column(String(400))  # as the request named it: quill, quill@champion, quill@v4
+    model_name: Mapped[str] = mapped_column(String(200), index=True)
+    model_version_id: Mapped[int | None] = mapped_column(ForeignKey("model_versions.id"), nullable=True)
+    version: Mapped[str] = mapped_column(String(300))  # the concrete version that answered, NAME@vN
+    messages: Mapped[Any | None] = mapped_column(JSON, nullable=True)  # chat: the request's messages
+    prompt: Mapped[Any | None] = mapped_column(JSON, nullable=True)  # completions: the prompt (text or token ids)
+    params: Mapped[dict[str, Any]] = mapped_column(default=dict)  # the sampling parameters used
+    choices: Mapped[list[Any]] = mapped_column(default=list)  # [{index, text, finish_reason, token_ids}]
+    finish_reason: Mapped[str | None] = mapped_column(String(20), nullable=True)  # the first choice's
+    status: Mapped[str] = mapped_column(String(20), default="ok")  # ok | cancelled (the client went away)
+    prompt_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    completion_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    prompt_token_ids: Mapped[list[Any] | None] = mapped_column(JSON, nullable=True)
+    time_to_first_token: Mapped[float | None] = mapped_column(Float, nullable=True)  # seconds
+    total_seconds: Mapped[float] = mapped_column(Float, default=0.0)
+    redacted: Mapped[bool] = mapped_column(default=False)
+
+
+class RequestFeedback(Base):
+    """A user's verdict on one logged response (``POST /v1/feedback``): a score and an optional comment."""
+
+    __tablename__ = "request_feedback"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id"), index=True)
+    request_id: Mapped[str] = mapped_column(String(64), index=True)
+    score: Mapped[float] = mapped_column(Float)
+    comment: Mapped[str | None] = mapped_column(Text, nullable=True)
+    actor: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)

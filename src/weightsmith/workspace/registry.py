@@ -101,12 +101,16 @@ def version_dict(s, mv: ModelVersion, *, lineage: bool = False) -> dict[str, Any
         "version": mv.version,
         "ref": f"{mv.model.name}@v{mv.version}",
         "stage": mv.stage,
+        # The pipeline stage's own name (sft_lora, sft_full: variants of one recipe), kept since registration.
+        "pipeline_stage": (mv.meta or {}).get("pipeline_stage"),
         "path": mv.path,
         "hash": mv.hash,
         "parent": f"{parent.model.name}@v{parent.version}" if parent else None,
         "run": mv.run_id,
         "job": s.get(Run, mv.run_id).job_id if mv.run_id else None,
         "data": data,
+        # A data mix's sampling weight per dataset version of data (absent for one dataset).
+        "data_weights": (mv.meta or {}).get("data_weights"),
         "source": mv.source,
         "created_at": mv.created_at.isoformat(timespec="seconds") + "Z",
     }
@@ -121,6 +125,7 @@ def version_dict(s, mv: ModelVersion, *, lineage: bool = False) -> dict[str, Any
                     "stage": node.stage,
                     "run": node.run_id,
                     "data": _trained_on(s, node.id),
+                    "data_weights": (node.meta or {}).get("data_weights"),
                     "config": run.config.get("config", {}) if run else {},
                     "source": node.source,
                 }

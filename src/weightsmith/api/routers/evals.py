@@ -1,18 +1,24 @@
-"""``/v1/evals`` and ``/v1/gates``: run a suite, read a run and its report, a model's history; gate and verdicts."""
+"""``/v1/evals`` and ``/v1/gates``: run a suite, read a run, its report and its examples, compare two runs, a model's
+history; gate and verdicts."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Query
 from fastapi.responses import HTMLResponse
 
 from weightsmith.api.app import Ctx, IdempotencyKey
 from weightsmith.service import evals
 from weightsmith.service.jobs import JobInfo
 from weightsmith.service.evals import (
+    MAX_EXPORT_ROWS,
+    CompareRuns,
+    EvalComparison,
     EvalHistory,
     EvalReport,
     EvalRunInfo,
     EvalRunRef,
+    ExportedRows,
+    ExportRequest,
     GateRef,
     GateVerdict,
     HistoryRequest,
@@ -33,6 +39,13 @@ def start_eval(body: RunEval, ctx: Ctx, key: IdempotencyKey = None) -> JobInfo:
     return evals.start_eval(ctx, body, idempotency_key=key)
 
 
+@router.get("/evals/compare", response_model=EvalComparison)
+def compare_runs(ctx: Ctx, a: int = Query(ge=1, le=2**63 - 1), b: int = Query(ge=1, le=2**63 - 1),
+                 kpi: list[str] | None = Query(None)) -> EvalComparison:
+    """Two stored runs of one suite, KPI by KPI: the paired difference B − A, its 95% interval, McNemar's exact p."""
+    return evals.compare_runs(ctx, CompareRuns(a=a, b=b, kpis=kpi))
+
+
 @router.get("/evals/{run}", response_model=EvalRunInfo)
 def show_eval(run: int, ctx: Ctx) -> EvalRunInfo:
     """A stored eval run with its KPIs and intervals."""
@@ -49,6 +62,13 @@ def eval_report(run: int, ctx: Ctx, gate: int | None = None) -> EvalReport:
 def eval_report_html(run: int, ctx: Ctx, gate: int | None = None) -> HTMLResponse:
     """A run's report as a self-contained HTML page."""
     return HTMLResponse(evals.eval_report(ctx, ReportRequest(run=run, gate=gate, html=True)).html)
+
+
+@router.get("/evals/{run}/examples", response_model=ExportedRows)
+def export_eval(run: int, ctx: Ctx, kpi: str | None = None, offset: int = Query(0, ge=0, le=2**63 - 1),
+                limit: int = Query(1000, ge=1, le=MAX_EXPORT_ROWS)) -> ExportedRows:
+    """Every example of a run (prompt, reference, output, score, slice), a page at a time: read on with next_offset."""
+    return evals.export_eval(ctx, ExportRequest(run=run, kpi=kpi, offset=offset, limit=limit))
 
 
 @router.get("/models/{name}/history", response_model=EvalHistory, tags=["models"])
