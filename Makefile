@@ -28,8 +28,10 @@ browser:
 	    { apt-get update -q >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null 2>&1; }; }; } || \
 	  echo "note: chromium is not installed and could not be (as root: apt-get install chromium); the HTML page tests will skip"
 
+# Two pytest workers, one thread each: most of the suite waits on subprocesses, servers and imports,
+# and two single-threaded workers never fight over the two cores as two multi-threaded torch processes do.
 test: setup browser
-	$(BIN)/python -m pytest -q
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n 2 --dist loadfile --durations=25
 
 bench: setup  # speed ratios, not tests (bench/README.md)
 	$(BIN)/python bench/run.py

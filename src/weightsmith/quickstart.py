@@ -204,8 +204,9 @@ def run_ablation(ws, spec, done: dict, suite: Path, *, device, echo, on_event) -
     """SFT from a random init with the pipeline's own SFT settings, tokenizer and data: does
     pre-training on the manual help at the same SFT budget?
 
-    The random init is a pretrain stage of one step at a learning rate of 1e-12: the freshly
-    initialized model of the same size, saved the same way.
+    The SFT stage starts from ``model: {init: random, size: <the pretrain stage's size>}`` with the
+    pipeline's tokenizer: the weights the pretrain stage starts from with the same seed, and no
+    registry version for the init.
     """
     from weightsmith.config import PipelineSpec
     from weightsmith.evals.run import run_suite
@@ -215,14 +216,12 @@ def run_ablation(ws, spec, done: dict, suite: Path, *, device, echo, on_event) -
     by_name = {stage.name: stage for stage in spec.stages}
     tokenizer_job = next(j for j in done["jobs"] if j["stage"] == by_name["pretrain"].tokenizer)
     tokenizer_path = show_job(ws, tokenizer_job["id"])["runs"][-1]["output"]
-    random_init = by_name["pretrain"].model_copy(
-        update={"name": "random_init", "tokenizer": tokenizer_path,
-                "config": {**by_name["pretrain"].config, "max_steps": 1, "lr": 1e-12, "warmup_steps": 0}}
-    )
-    sft = by_name["sft"].model_copy(update={"model": "random_init"})
+    size = by_name["pretrain"].config.get("size", "small")
+    sft = by_name["sft"].model_copy(update={"model": None, "tokenizer": tokenizer_path,
+                                            "model_init": {"init": "random", "size": size}, "after": []})
     ablation_spec = PipelineSpec(
         name=f"{spec.name}-ablation", model=f"{spec.model}-scratch", seed=spec.seed,
-        datasets=spec.datasets, stages=[random_init, sft], base_dir=spec.base_dir,
+        datasets=spec.datasets, stages=[sft], base_dir=spec.base_dir,
     )
     submitted = submit_pipeline(ws, ablation_spec, source="quickstart --ablation")
     result = run_inline(ws, submitted, echo=echo, on_event=on_event)

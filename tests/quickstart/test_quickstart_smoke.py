@@ -60,7 +60,9 @@ def test_each_stage_is_compared_with_the_one_before_and_the_ablation_with_sft(sm
     assert ablation["model"].startswith("quill-scratch@v")
     assert set(ablation["pretrained_vs_random"]) == set(TABLE_KPIS)
     scratch = [v for v in cli.json("models", "list") if v["name"] == "quill-scratch"]
-    assert [v["stage"] for v in scratch] == ["pretrain", "sft"] and scratch[0]["parent"] is None
+    # The ablation's SFT starts from a random init: one version, no parent, no junk init version.
+    assert [v["stage"] for v in scratch] == ["sft"] and scratch[0]["parent"] is None
+    assert scratch[0]["source"].startswith("init: random")
 
 
 def test_files_a_user_can_read_and_copy(smoke):

@@ -282,13 +282,22 @@ def test_a_full_queue_raises_queue_full_and_cancelled_requests_end_with_what_the
 
 
 def test_cancelling_stops_the_naive_engines_generate_midway(naive):
-    from helpers import wait_for
+    import time
 
-    handle = naive.submit(plain(naive, "one"), SamplingParams(max_tokens=200, temperature=0))
-    wait_for(lambda: naive.stats()["running"] == 1, timeout=30, what="the request to start")
-    handle.cancel()
-    (choice,) = handle.result().choices
-    assert choice.finish_reason == "length" and len(choice.token_ids) < 58
+    # The request's generate() lasts tens of milliseconds (58 tokens, then EOS): polling every 50 ms missed it
+    # running in 3 runs of 8 and timed out. Poll every millisecond, and try again when it ended first anyway.
+    for _ in range(5):
+        handle = naive.submit(plain(naive, "one"), SamplingParams(max_tokens=200, temperature=0))
+        deadline = time.monotonic() + 30
+        while naive.stats()["running"] != 1 and not handle.done and time.monotonic() < deadline:
+            time.sleep(0.001)
+        handle.cancel()
+        (choice,) = handle.result().choices
+        if (choice.finish_reason, len(choice.token_ids)) == ("stop", 58) or not choice.token_ids:
+            continue  # it ended before the cancel reached it, or was cut before generate() began
+        assert choice.finish_reason == "length" and len(choice.token_ids) < 58
+        return
+    pytest.fail("the request always ended before it could be cancelled")
 
 
 @pytest.mark.parametrize("kind", ["batched", "naive"])
