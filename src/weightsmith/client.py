@@ -7,6 +7,8 @@
     run = ws.pipelines.submit(path="pipeline.yaml")          # 202: the jobs are queued
     job = ws.jobs.wait(run.jobs[-1].id)                      # poll until it ends
     ws.jobs.metrics(job.id, names=["loss"]).points
+    ws.traffic.export("quill", "served", min_score=0.5)       # served requests -> a dataset version
+    ws.evals.compare_runs(12, 15).kpis                        # two stored runs, paired
 
 Every method is one REST call (one service verb); errors are the service's typed errors
 (:class:`~weightsmith.errors.NotFound`, ``Forbidden``, ``Unauthorized``, ``Conflict``, and
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import json
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -24,11 +27,13 @@ import httpx
 
 from weightsmith.errors import Conflict, Forbidden, NotFound, Unauthorized, UserError
 from weightsmith.service.datasets import DatasetList, DatasetVersionInfo
-from weightsmith.service.evals import EvalHistory, EvalReport, EvalRunInfo, GateVerdict
+from weightsmith.service.evals import EvalComparison, EvalHistory, EvalReport, EvalRunInfo, ExportedRows, GateVerdict
+from weightsmith.service.gc import GarbageCollected
 from weightsmith.service.jobs import JobDetail, JobInfo, JobList, LogChunk, MetricHistory
 from weightsmith.service.models import AliasMoved, ModelAliases, ModelList, ModelVersionDetail
 from weightsmith.service.pipelines import PipelineInfo, PipelineList, PipelineSubmitted
 from weightsmith.service.projects import AuditList, CreatedToken, TokenInfo, TokenList
+from weightsmith.service.traffic import FeedbackInfo, TrafficDetail, TrafficExported, TrafficList
 
 _ERRORS = {401: Unauthorized, 403: Forbidden, 404: NotFound, 409: Conflict}
 TERMINAL = ("succeeded", "failed", "cancelled")
@@ -178,6 +183,21 @@ class Evals(_Resource):
     def report(self, run_id: int, gate: int | None = None) -> EvalReport:
         return self._call("GET", f"/v1/evals/{run_id}/report", EvalReport, params={"gate": gate} if gate else None)
 
+    def compare_runs(self, a: int, b: int, *, kpis: list[str] | None = None) -> EvalComparison:
+        """Two stored runs of one suite, KPI by KPI: the paired difference B − A, its 95% interval, McNemar's exact p.
+
+        Raises:
+            NotFound: either run is not in the project.
+            UserError: the runs are of different suites or data.
+        """
+        return self._call("GET", "/v1/evals/compare", EvalComparison, params={"a": a, "b": b, "kpi": kpis or []})
+
+    def export(self, run_id: int, *, kpi: str | None = None, offset: int = 0, limit: int = 1000) -> ExportedRows:
+        """One page of a run's examples (prompt, reference, output, score, slice); read on with ``next_offset``
+        until ``done``."""
+        params = {"offset": offset, "limit": limit, **({"kpi": kpi} if kpi is not None else {})}
+        return self._call("GET", f"/v1/evals/{run_id}/examples", ExportedRows, params=params)
+
 
 class Gates(_Resource):
     def start(self, suite: dict, candidate: str, baseline: str | None = None, *, device: str | None = None) -> JobInfo:
@@ -196,6 +216,51 @@ class Gates(_Resource):
 
     def show(self, gate_id: int) -> GateVerdict:
         return self._call("GET", f"/v1/gates/{gate_id}", GateVerdict)
+
+
+def _time(value: datetime | str | None) -> str | None:
+    return value.isoformat() if isinstance(value, datetime) else value
+
+
+class Traffic(_Resource):
+    def list(self, *, model: str | None = None, version: str | None = None, since: datetime | str | None = None,
+             until: datetime | str | None = None, limit: int = 50) -> TrafficList:
+        """The project's served requests, newest first; ``since``/``until`` are UTC (a naive datetime is UTC)."""
+        params = {"model": model, "version": version, "since": _time(since), "until": _time(until), "limit": limit}
+        return self._call("GET", "/v1/traffic", TrafficList, params={k: v for k, v in params.items() if v is not None})
+
+    def show(self, request_id: str) -> TrafficDetail:
+        """One served request whole (messages or prompt, choices with token ids, timings, feedback)."""
+        return self._call("GET", f"/v1/traffic/{request_id}", TrafficDetail)
+
+    def feedback(self, request_id: str, score: float, *, comment: str | None = None,
+                 idempotency_key: str | None = None) -> FeedbackInfo:
+        """Record a score (and comment) on one served response (the ``serve`` scope)."""
+        return self._call("POST", f"/v1/traffic/{request_id}/feedback", FeedbackInfo,
+                          json={"score": score, "comment": comment}, idempotency_key=idempotency_key)
+
+    def export(self, model: str, to_dataset: str, *, format: str = "chat", endpoint: str = "chat.completions",
+               version: str | None = None, since: datetime | str | None = None, until: datetime | str | None = None,
+               min_score: float | None = None, include_length: bool = False,
+               idempotency_key: str | None = None) -> TrafficExported:
+        """Turn a window of one model's served requests into a dataset version (``chat`` for SFT, ``prompt``).
+
+        Raises:
+            UserError: no request in the window gives a row (the message counts what was skipped, and why).
+        """
+        body = {"model": model, "to_dataset": to_dataset, "format": format, "endpoint": endpoint, "version": version,
+                "since": _time(since), "until": _time(until), "min_score": min_score, "include_length": include_length}
+        return self._call("POST", "/v1/traffic/export", TrafficExported, json=body, idempotency_key=idempotency_key)
+
+
+class WorkspaceAdmin(_Resource):
+    def gc(self, *, dry_run: bool = False, idempotency_key: str | None = None) -> GarbageCollected:
+        """Free the disk of the project's ended jobs (checkpoints, intermediate files); the ``admin`` scope.
+
+        With ``dry_run`` it only reports what would be freed. Registered model versions are never touched.
+        """
+        return self._call("POST", "/v1/workspace/gc", GarbageCollected, json={"dry_run": dry_run},
+                          idempotency_key=idempotency_key)
 
 
 class Tokens(_Resource):
@@ -227,6 +292,8 @@ class Client:
         self.evals = Evals(self)
         self.gates = Gates(self)
         self.tokens = Tokens(self)
+        self.traffic = Traffic(self)
+        self.workspace = WorkspaceAdmin(self)
 
     def audit(self, limit: int = 100, verb: str | None = None) -> AuditList:
         return self.request("GET", "/v1/audit", AuditList, params={"limit": limit, **({"verb": verb} if verb else {})})

@@ -40,7 +40,13 @@ How work flows:
 4. Evaluate with evals_start (suite = the KPI suite as a mapping whose KPIs read datasets: 'data: NAME@vN')
    and judge with gates_start against the alias holder (baseline = NAME@champion); both return a job to
    poll with jobs_show, whose last run's result names the eval run (evals_show) or the gate (gates_show).
-   Move the alias with models_promote when the gate passed.
+   Move the alias with models_promote when the gate passed. Compare two stored runs of one suite with
+   evals_compare_runs (paired differences B - A, intervals, p-values); read every example of a run with
+   evals_export, passing back next_offset until done.
+5. Served traffic: traffic_list and traffic_show read what served models answered; traffic_feedback
+   scores a response; traffic_export turns a window of one model's requests into a dataset version
+   (chat for SFT, prompt for RL and evals) to train or evaluate on.
+An admin frees ended jobs' checkpoints with workspace_gc (dry_run = true reports only).
 Another project's things do not exist for you. You cannot name files on the server.
 """
 

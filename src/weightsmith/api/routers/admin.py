@@ -1,11 +1,12 @@
-"""``/v1/tokens`` and ``/v1/audit``: a project admin's view (the ``admin`` scope)."""
+"""``/v1/tokens``, ``/v1/audit`` and ``/v1/workspace/gc``: a project admin's view (the ``admin`` scope)."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter, Query
 
 from weightsmith.api.app import Ctx, IdempotencyKey
-from weightsmith.service import projects
+from weightsmith.service import gc, projects
+from weightsmith.service.gc import CollectGarbage, GarbageCollected
 from weightsmith.service.projects import AuditList, CreatedToken, CreateToken, ListAudit, RevokeToken, TokenInfo, TokenList
 
 router = APIRouter(tags=["admin"])
@@ -33,3 +34,9 @@ def revoke_token(id: int, ctx: Ctx, key: IdempotencyKey = None) -> TokenInfo:
 def list_audit(ctx: Ctx, limit: int = Query(100, ge=1, le=10_000), verb: str | None = None) -> AuditList:
     """The project's audit log, newest first."""
     return projects.list_audit(ctx, ListAudit(limit=limit, verb=verb))
+
+
+@router.post("/workspace/gc", response_model=GarbageCollected)
+def collect_garbage(body: CollectGarbage, ctx: Ctx, key: IdempotencyKey = None) -> GarbageCollected:
+    """Free the disk of the project's ended jobs (checkpoints, intermediate files); ``dry_run`` only reports."""
+    return gc.collect_garbage(ctx, body, idempotency_key=key)
