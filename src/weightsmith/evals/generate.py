@@ -65,25 +65,47 @@ def resolve_device(device: str) -> str:
     return device
 
 
-def load_model(model_path: str | Path, device: str = "auto") -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+def load_model(
+    model_path: str | Path, device: str = "auto", dtype: str = "auto"
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Load (once per process) a causal LM and its tokenizer from a local directory, in eval mode.
 
-    fp32 on the CPU (no fast bf16 there), bf16 on CUDA. The two most recent (path, device) pairs
-    stay cached: enough to compare a candidate with its champion without holding every model.
+    ``dtype`` (auto | float32 | bfloat16 | float16) is the precision the weights are loaded and run in;
+    ``auto`` is bf16 on a CUDA GPU that supports it (``torch.cuda.is_bf16_supported()``) and fp32 otherwise,
+    including always on the CPU (no fast bf16 there), whatever dtype the directory was saved in. The two most
+    recent (path, device, dtype) triples stay cached: enough to compare a candidate with its champion
+    without holding every model.
+
+    Raises:
+        UserError: no such directory, not a causal LM, or a dtype name not among the four.
     """
     path = Path(model_path).expanduser().resolve()
-    return _load_model_cached(str(path), resolve_device(device))
+    device = resolve_device(device)
+    return _load_model_cached(str(path), device, resolve_dtype(dtype, device))
+
+
+EVAL_DTYPES = ("auto", "float32", "bfloat16", "float16")
+
+
+def resolve_dtype(dtype: str, device: str) -> str:
+    """The torch dtype name ``dtype`` means on ``device`` (a resolved torch device string)."""
+    if dtype not in EVAL_DTYPES:
+        raise UserError(f"dtype is {dtype!r}; use one of {', '.join(EVAL_DTYPES)}.")
+    if dtype != "auto":
+        return dtype
+    return "bfloat16" if device.startswith("cuda") and torch.cuda.is_bf16_supported() else "float32"
 
 
 @functools.lru_cache(maxsize=2)
-def _load_model_cached(path: str, device: str) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+def _load_model_cached(
+    path: str, device: str, dtype: str = "float32"
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     if not Path(path).is_dir():
         raise UserError(f"model directory '{path}' does not exist; give the directory of a saved model version.")
-    dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
         with _no_progress_bar():  # a "Loading weights" bar per model would break up the eval's own output
-            model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, dtype=dtype)
+            model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, dtype=getattr(torch, dtype))
     except (OSError, ValueError) as exc:
         raise UserError(f"cannot load a causal language model and tokenizer from '{path}' ({exc}).") from exc
     model.to(device).eval()
@@ -223,6 +245,7 @@ def generate(
     num_samples: int = 1,
     device: str = "auto",
     tools: Sequence[list | None] | None = None,
+    dtype: str = "auto",
 ) -> list[Generation]:
     """Generate a completion for every prompt, in batches, and return them in the prompts' order.
 
@@ -241,10 +264,11 @@ def generate(
         device: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
         tools: per prompt, the OpenAI tool definitions to render it with (as the row's ``tools`` column
             is in training), or None; a field the chat template cannot show is refused.
+        dtype: the precision to run in: auto | float32 | bfloat16 | float16 (:func:`load_model`).
     """
     stop_strings = [stop] if isinstance(stop, str) else list(stop or [])
     _check_generate_args(max_new_tokens, batch_size, temperature, top_p, num_samples, stop_strings)
-    model, tokenizer = load_model(model_path, device)
+    model, tokenizer = load_model(model_path, device, dtype)
     encoded = encode_prompts(tokenizer, prompts, tools, str(model_path))
     eos_ids = _eos_token_ids(model, tokenizer)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (eos_ids[0] if eos_ids else 0)
@@ -354,11 +378,13 @@ def perplexity(
     seq_len: int = 256,
     batch_size: int = 8,
     device: str = "auto",
+    dtype: str = "auto",
 ) -> dict:
     """Perplexity of the model on ``texts``, and the mean negative log-likelihood of each text.
 
     A text longer than ``seq_len`` tokens is cut into windows that overlap by one token, so
     every token after the first is predicted exactly once (the context restarts at each window).
+    ``dtype`` is the precision the model runs in (:func:`load_model`); the loss is summed in fp32.
 
     Returns:
         ``{"value": exp(total NLL / total tokens), "nll_per_token": [mean NLL of each text],
@@ -369,7 +395,7 @@ def perplexity(
         raise UserError(f"seq_len is {seq_len}; it must be at least 2 to predict anything.")
     if batch_size < 1:
         raise UserError(f"batch_size is {batch_size}; it must be at least 1.")
-    model, tokenizer = load_model(model_path, device)
+    model, tokenizer = load_model(model_path, device, dtype)
     windows: list[tuple[int, list[int]]] = []
     for text_index, text in enumerate(texts):
         # verbose=False: a text longer than the model is expected here (it is windowed), not worth a warning.

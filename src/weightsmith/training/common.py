@@ -16,9 +16,9 @@ import os
 import shutil
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from weightsmith.errors import UserError, closest
 from weightsmith.training.models import MODEL_SIZES
@@ -169,6 +169,37 @@ class LoraSettings(BaseModel):
         return names
 
 
+Dtype = Literal["auto", "float32", "bfloat16", "float16"]
+
+DTYPE_HELP = (
+    "Training precision. 'auto': bfloat16 on a CUDA GPU that supports it, else float32 (always float32 on the CPU). "
+    "bfloat16 / float16 are mixed precision through the trainer's own bf16 / fp16 settings (fp32 master weights, "
+    "half-precision compute; float16 adds loss scaling and needs CUDA). The saved model's weights are in this dtype "
+    "and its config.json's dtype says so."
+)
+
+FLOAT16_ON_CPU = (
+    "float16 needs a CUDA GPU (fp16 mixed precision relies on CUDA loss scaling, and the CPU has no fast "
+    "float16 arithmetic); on the CPU use dtype: bfloat16, or float32 (what auto picks there)"
+)
+
+
+# The optimizers of transformers' OptimizerNames a stage offers: those that need no other package, then
+# bitsandbytes' 8-bit and paged ones (CUDA only). The others need packages we neither ship nor test.
+TORCH_OPTIMIZERS = ("adamw_torch", "adamw_torch_fused", "adafactor", "sgd", "adagrad", "rmsprop")
+BNB_OPTIMIZERS = (
+    "adamw_8bit", "adamw_bnb_8bit", "paged_adamw_8bit", "paged_adamw_32bit", "lion_8bit", "paged_lion_8bit",
+)
+Optimizer = Literal[TORCH_OPTIMIZERS + BNB_OPTIMIZERS]  # type: ignore[valid-type]
+
+OPTIM_HELP = (
+    "The optimizer, by transformers' name (TrainingArguments.optim); null: the library's default AdamW "
+    "(adamw_torch, fused on recent PyTorch). adamw_8bit, paged_adamw_8bit and the other bitsandbytes optimizers "
+    "keep the optimizer state in 8 bits or page it to CPU memory (Dettmers et al. 2022, 8-bit Optimizers via "
+    "Block-wise Quantization); they need a CUDA GPU and the bitsandbytes package."
+)
+
+
 class TrainStageConfig(BaseModel):
     """Hyperparameters that mean the same thing in every training recipe.
 
@@ -194,10 +225,16 @@ class TrainStageConfig(BaseModel):
     logging_steps: int = Field(5, ge=1, description="Write a metrics row every this many steps.")
     save_steps: int = Field(50, ge=1, description="Write a resumable checkpoint every this many steps.")
     keep_checkpoints: int = Field(2, ge=1, description="Complete checkpoints kept in work_dir (older are deleted).")
-    activation_checkpointing: bool = Field(False, description="Recompute activations in backward to save memory.")
-    device: Literal["auto", "cpu", "cuda"] = Field(
-        "auto", description="'auto': CUDA with bf16 when available, else CPU in fp32."
+    activation_checkpointing: bool = Field(
+        False,
+        description="Recompute activations in backward to save memory (transformers' activation_checkpointing, "
+        "formerly gradient_checkpointing; the model's KV cache is off while it trains). Same loss, more compute.",
     )
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="'auto': CUDA when available, else the CPU."
+    )
+    dtype: Dtype = Field("auto", description=DTYPE_HELP)
+    optim: Optimizer | None = Field(None, description=OPTIM_HELP)
     processes: int = Field(
         1,
         ge=1,
@@ -205,6 +242,13 @@ class TrainStageConfig(BaseModel):
         "share of the cores). batch_size is per process: the global batch is processes x batch_size x grad_accum.",
     )
     threads: int | None = Field(None, ge=1, description=THREADS_HELP)
+
+    @field_validator("dtype")
+    @classmethod
+    def _dtype_fits_device(cls, value: str, info: ValidationInfo) -> str:
+        if value == "float16" and info.data.get("device") == "cpu":
+            raise ValueError(FLOAT16_ON_CPU)
+        return value
 
 
 class FineTuneConfig(TrainStageConfig):
@@ -352,10 +396,28 @@ def prepare_output_dir(ctx: StageContext) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
-def resolve_device(device: str) -> tuple[bool, bool]:
-    """Return ``(use_cpu, bf16)`` for a config's ``device`` setting.
+class Precision(NamedTuple):
+    """How a stage trains: where, and with which of the trainer's mixed-precision settings."""
 
-    We train in fp32 on the CPU (no fast bf16 there) and bf16 autocast on CUDA.
+    use_cpu: bool
+    bf16: bool
+    fp16: bool
+
+    @property
+    def dtype(self) -> str:
+        """The torch dtype name the trained model is saved in: bfloat16, float16 or float32."""
+        return "bfloat16" if self.bf16 else "float16" if self.fp16 else "float32"
+
+
+def resolve_precision(device: str, dtype: str = "auto") -> Precision:
+    """Resolve a config's ``device`` and ``dtype`` settings into the trainer's ``use_cpu`` / ``bf16`` / ``fp16``.
+
+    ``dtype: auto`` is bf16 on a CUDA GPU that supports it (``torch.cuda.is_bf16_supported()``) and fp32
+    otherwise, always fp32 on the CPU (no fast bf16 there); bf16 on the CPU is allowed when asked for.
+
+    Raises:
+        UserError: device cuda without CUDA; more processes than GPUs; float16 on the CPU; bfloat16 on a
+            GPU without bf16 support.
     """
     import torch
 
@@ -368,7 +430,39 @@ def resolve_device(device: str) -> tuple[bool, bool]:
             f"processes is {processes} but this machine has {torch.cuda.device_count()} GPU(s); "
             "use at most one process per GPU."
         )
-    return (not on_cuda, on_cuda and torch.cuda.is_bf16_supported())
+    if not on_cuda:
+        if dtype == "float16":
+            raise UserError(f"dtype: {FLOAT16_ON_CPU}.")
+        return Precision(use_cpu=True, bf16=dtype == "bfloat16", fp16=False)
+    bf16_ok = torch.cuda.is_bf16_supported()
+    if dtype == "bfloat16" and not bf16_ok:
+        raise UserError(
+            f"dtype is bfloat16 but the GPU ({torch.cuda.get_device_name()}) does not support it; "
+            "use dtype: float16 (or auto, which picks float32 here)."
+        )
+    return Precision(
+        use_cpu=False, bf16=dtype == "bfloat16" or (dtype == "auto" and bf16_ok), fp16=dtype == "float16"
+    )
+
+
+def check_device_settings(cfg: TrainStageConfig) -> Precision:
+    """Resolve ``device`` / ``dtype`` (:func:`resolve_precision`) and check ``optim`` against this machine.
+
+    Cheap (no model, no data): the runner calls it before a stage reads anything.
+
+    Raises:
+        UserError: as :func:`resolve_precision`; a bitsandbytes optimizer on the CPU or without bitsandbytes.
+    """
+    import importlib.util
+
+    precision = resolve_precision(cfg.device, cfg.dtype)
+    if cfg.optim in BNB_OPTIMIZERS and (precision.use_cpu or importlib.util.find_spec("bitsandbytes") is None):
+        where = "this stage runs on the CPU" if precision.use_cpu else "bitsandbytes is not installed"
+        raise UserError(
+            f"optim: {cfg.optim} is a bitsandbytes optimizer, which needs a CUDA GPU and the bitsandbytes package "
+            f"(pip install bitsandbytes), but {where}; use one of {', '.join(TORCH_OPTIMIZERS)} or leave optim out."
+        )
+    return precision
 
 
 def trainer_arguments(cfg: TrainStageConfig, ctx: StageContext, count_tokens: str = "non_padding") -> dict[str, Any]:
@@ -380,8 +474,10 @@ def trainer_arguments(cfg: TrainStageConfig, ctx: StageContext, count_tokens: st
         count_tokens: how the Trainer counts ``num_input_tokens_seen``: "all", "non_padding", or "no" for
             trainers that count on their own (GRPO counts prompt + completion tokens itself).
     """
-    use_cpu, bf16 = resolve_device(cfg.device)
+    precision = check_device_settings(cfg)
+    optim = {"optim": cfg.optim} if cfg.optim is not None else {}  # else the library's default for this torch
     return dict(
+        **optim,
         output_dir=str(ctx.checkpoints_dir),
         max_steps=cfg.max_steps,
         per_device_train_batch_size=cfg.batch_size,
@@ -401,9 +497,9 @@ def trainer_arguments(cfg: TrainStageConfig, ctx: StageContext, count_tokens: st
         save_total_limit=None,
         seed=ctx.seed,
         data_seed=ctx.seed,
-        use_cpu=use_cpu,
-        bf16=bf16,
-        fp16=False,
+        use_cpu=precision.use_cpu,
+        bf16=precision.bf16,
+        fp16=precision.fp16,
         activation_checkpointing=cfg.activation_checkpointing,
         include_num_input_tokens_seen=count_tokens,
         report_to="none",
@@ -577,8 +673,18 @@ def load_tokenizer(path: Path, kind: str, need_chat_template: bool = False) -> P
     return tokenizer
 
 
-def save_model_dir(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, output_dir: Path) -> None:
+def trained_dtype(trainer: Trainer) -> str:
+    """The dtype name a trainer's mixed-precision settings train in: what :func:`save_model_dir` saves."""
+    return "bfloat16" if trainer.args.bf16 else "float16" if trainer.args.fp16 else "float32"
+
+
+def save_model_dir(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, output_dir: Path, dtype: str = "float32"
+) -> None:
     """Write a plain HF model directory: merged weights (safetensors), tokenizer, generation config.
+
+    The weights are cast to ``dtype`` (a torch dtype name: the stage's :attr:`Precision.dtype`), which
+    ``config.json`` records under ``dtype`` (transformers 5's key) for whoever loads it.
 
     LoRA adapters are merged into the base so the directory opens with ``from_pretrained`` as is.
     The directory is built next to ``output_dir`` and renamed into place, so a crash never leaves
@@ -590,7 +696,8 @@ def save_model_dir(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, o
         return
     if hasattr(model, "merge_and_unload"):  # a peft model
         model = model.merge_and_unload()
-    model = model.to(torch.float32) if model.dtype != torch.float32 else model
+    target = getattr(torch, dtype)
+    model = model.to(target) if model.dtype != target else model
 
     align_special_token_ids(model, tokenizer)
 

@@ -37,6 +37,7 @@ from weightsmith.training.common import (
     save_model_dir,
     tokenizer_dir,
     train_with_resume,
+    trained_dtype,
     trainer_arguments,
 )
 
@@ -166,5 +167,5 @@ def run(cfg: Config, inputs: StageInputs, ctx: StageContext) -> dict:
         peft_config=lora_config(cfg.lora, model),
     )
     result = train_with_resume(trainer, cfg, ctx)
-    save_model_dir(trainer.model, tokenizer, ctx.output_dir)
+    save_model_dir(trainer.model, tokenizer, ctx.output_dir, dtype=trained_dtype(trainer))
     return {**result, "lora": cfg.lora is not None, "data": report}

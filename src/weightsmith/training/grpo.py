@@ -36,6 +36,7 @@ from weightsmith.training.common import (
     save_model_dir,
     tokenizer_dir,
     train_with_resume,
+    trained_dtype,
     trainer_arguments,
 )
 
@@ -196,7 +197,7 @@ def run(cfg: Config, inputs: StageInputs, ctx: StageContext) -> dict:
         prompt_ids=prompt_ids,
     )
     result = train_with_resume(trainer, cfg, ctx)
-    save_model_dir(trainer.model, tokenizer, ctx.output_dir)
+    save_model_dir(trainer.model, tokenizer, ctx.output_dir, dtype=trained_dtype(trainer))
     return {**result, "lora": cfg.lora is not None, "rewards": cfg.reward_names, "data": report}
 
 

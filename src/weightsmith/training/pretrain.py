@@ -24,6 +24,7 @@ from weightsmith.training.common import (
     save_model_dir,
     tokenizer_dir,
     train_with_resume,
+    trained_dtype,
     trainer_arguments,
 )
 from weightsmith.training.mixing import Source
@@ -115,7 +116,7 @@ def train_on_text(
         processing_class=tokenizer,
     )
     result = train_with_resume(trainer, cfg, ctx)
-    save_model_dir(trainer.model, tokenizer, ctx.output_dir)
+    save_model_dir(trainer.model, tokenizer, ctx.output_dir, dtype=trained_dtype(trainer))
     return {**result, "train_blocks": n_blocks, "seq_len": seq_len, **({"data": mix_report} if mix_report else {})}
 
 

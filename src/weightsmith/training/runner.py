@@ -31,7 +31,8 @@ from weightsmith.errors import UserError
 from weightsmith.proc import die_with_parent, hold_work_lock, work_lock_wait_s
 from weightsmith.training import STAGE_KINDS, recipe_module, validate_stage_config
 from weightsmith.training.common import (
-    StageContext, StageInputs, apply_threads, is_main_process, leave_process_group, log_line, write_json_atomically)
+    StageContext, StageInputs, TrainStageConfig, apply_threads, check_device_settings, is_main_process,
+    leave_process_group, log_line, write_json_atomically)
 
 
 class StageSpec(BaseModel):
@@ -72,6 +73,8 @@ def run_spec(spec: StageSpec) -> dict[str, Any]:
     """Validate the stage config, run the recipe and return its result (with kind and output_dir)."""
     cfg = validate_stage_config(spec.kind, spec.config)
     threads = apply_threads(getattr(cfg, "threads", None), spec.kind)
+    if isinstance(cfg, TrainStageConfig):  # a device, dtype or optimizer this machine lacks: refused before any data
+        check_device_settings(cfg)
     if threads is not None:
         log_line(f"{spec.kind}: computing with {threads} CPU thread(s)")
     ctx = StageContext(

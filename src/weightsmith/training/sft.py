@@ -38,6 +38,7 @@ from weightsmith.training.common import (
     save_model_dir,
     tokenizer_dir,
     train_with_resume,
+    trained_dtype,
     trainer_arguments,
 )
 
@@ -93,7 +94,7 @@ def check_conversations(rows: list[dict], data_path: object) -> list[dict]:
 def run(cfg: Config, inputs: StageInputs, ctx: StageContext) -> dict:
     trainer, report = build_trainer(cfg, inputs, ctx)
     result = train_with_resume(trainer, cfg, ctx)
-    save_model_dir(trainer.model, trainer.processing_class, ctx.output_dir)
+    save_model_dir(trainer.model, trainer.processing_class, ctx.output_dir, dtype=trained_dtype(trainer))
     return {**result, "lora": cfg.lora is not None, "data": report}
 
 
