@@ -36,6 +36,14 @@ def wait_for(predicate, timeout: float = 300, what: str = "condition"):
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def alive(pid: int) -> bool:
+    """True while ``pid`` runs (a zombie, dead but not yet reaped by its parent, counts as dead; Linux /proc)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] != "Z"
+    except OSError:
+        return False
+
+
 def tiny_pretrain_pipeline(path: Path, name: str, **pretrain) -> Path:
     """Write a tokenizer -> tiny pretrain pipeline on the tiny example's docs (seed 3, CPU) to ``path``."""
     import yaml

@@ -112,6 +112,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seconds between a running stage's progress lines (step, loss, lr; default 5)")
     p.add_argument("--logs", action="store_true", help="also copy the stages' logs to stderr as they are written")
     p.add_argument("--quiet", "-q", action="store_true", help="print only when a job starts and ends")
+    p.add_argument("--executor", choices=["local", "ray"], default="local",
+                   help="where stage processes run: 'local' (this machine, the default) or 'ray' (a Ray task per "
+                        "stage, holding its CPUs/GPUs, on the cluster at --address; the workspace folder must be "
+                        "visible at the same path on every Ray node: one machine or a shared filesystem; "
+                        "pip install 'weightsmith[ray]')")
+    p.add_argument("--address", metavar="HOST:PORT",
+                   help="with --executor ray: the Ray head's address as 'ray start --head' prints it "
+                        "(or ray://HOST:PORT, or auto)")
 
     p = verbs.add_parser("quickstart", parents=[common], help="the whole lifecycle on the shipped Quill domain")
     p.add_argument("--dir", default="quickstart-workspace", help="a new folder for the quickstart's workspace")
@@ -382,21 +390,27 @@ def _clip(text: str | None, limit: int) -> str:
 def cmd_worker(args) -> int:
     import signal
 
+    from weightsmith.jobs.executors import make_executor
     from weightsmith.jobs.worker import Worker
 
     ws = _open(args)
+    executor = make_executor(args.executor, args.address)
     people = not getattr(args, "json", False)
     # For people watching: a line when each job starts and ends, and its step, loss and lr every few seconds
     # (--logs: the stages' whole logs on stderr too, as inline `run` shows them).
-    worker = Worker(ws, poll_s=args.poll, all_projects=args.all_projects, concurrency=args.concurrency,
+    worker = Worker(ws, poll_s=args.poll, all_projects=args.all_projects, concurrency=args.concurrency, executor=executor,
                     echo=sys.stderr if people and args.logs else None,
                     on_event=_stage_printer(people, progress_every_s=None if args.quiet else args.progress_every))
     signal.signal(signal.SIGTERM, worker.stop)
     if people:
         whose = "every project" if args.all_projects else f"project '{ws.project_name}'"
         until = "until nothing is left" if args.until_idle else "until stopped (Ctrl-C)"
-        print(f"worker {worker.name}: running the jobs of {whose}, {args.concurrency} at a time, {until}", flush=True)
-    ran = worker.run(until_idle=args.until_idle, max_jobs=args.max_jobs)
+        where = f", on the Ray cluster at {args.address}" if args.executor == "ray" else ""
+        print(f"worker {worker.name}: running the jobs of {whose}, {args.concurrency} at a time{where}, {until}", flush=True)
+    try:
+        ran = worker.run(until_idle=args.until_idle, max_jobs=args.max_jobs)
+    finally:
+        executor.close()
     _emit(args, {"worker": worker.name, "jobs_run": ran}, lambda d: print(f"worker {d['worker']} ran {d['jobs_run']} job(s)"))
     return 0
 

@@ -4,7 +4,8 @@ A stage runs in its own process (``python -m weightsmith.training.runner SPEC``)
 crash, an out-of-memory kill or a SIGKILL takes down the stage and never the worker. The
 worker tails the stage's metrics file into the database while it runs, stops it when the job
 is cancelled, and on success registers its output (a model version with lineage, or a
-tokenizer artifact).
+tokenizer artifact). Where the stage process runs is the executor's (:mod:`weightsmith.jobs.executors`):
+a child of the worker (local, the default), or a Ray task on a cluster that shares the workspace's filesystem.
 
 Two attempts of one job never run at once. A worker presumed dead (no heartbeat within the
 window, :func:`weightsmith.jobs.queue.stale_after_s`; e.g. paused) loses its claim when another
@@ -26,10 +27,7 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -42,9 +40,10 @@ from weightsmith.config import DATASET_OUTPUT, REGISTRY_KINDS
 from weightsmith.data.formats import NO_LIMIT, validate
 from weightsmith.data.ingest import store_validated
 from weightsmith.errors import describe_unexpected
+from weightsmith.jobs.executors import LocalExecutor, RayExecutor, stage_resources
 from weightsmith.jobs.queue import claim_next, claim_state, finish_job, reap_stale
 from weightsmith.jobs.queue import stale_after_s as default_stale_after_s
-from weightsmith.proc import die_with_parent, stop_work_lock_holder
+from weightsmith.proc import stop_work_lock_holder
 from weightsmith.training.common import write_json_atomically
 from weightsmith.workspace import Workspace
 from weightsmith.workspace.models import Job, Run, RunMetric, utcnow
@@ -56,13 +55,6 @@ MODEL_KINDS = {"pretrain", "cpt", "sft", "dpo", "grpo"}
 
 class StageInputError(Exception):
     """An upstream output the job needs is missing (the upstream's record is broken)."""
-
-
-def _die_with_parent() -> None:
-    # Linux: the stage gets SIGKILL if the worker dies, so no orphan keeps training (the ranks of a
-    # multi-process stage do the same with their launcher: runner.main).
-    die_with_parent()
-    os.setpgrp()
 
 
 class Worker:
@@ -81,6 +73,8 @@ class Worker:
             submit to), each with the workspace seen from its project.
         concurrency: how many jobs to run at once (each stage then gets cores // concurrency threads
             unless it sets ``threads``).
+        executor: where stage processes run (:mod:`weightsmith.jobs.executors`): this machine (the default,
+            a :class:`LocalExecutor`), or a Ray cluster sharing the workspace's filesystem (a :class:`RayExecutor`).
     """
 
     def __init__(
@@ -94,8 +88,10 @@ class Worker:
         on_event: Callable[[str, dict[str, Any]], None] | None = None,
         all_projects: bool = False,
         concurrency: int = 1,
+        executor: LocalExecutor | RayExecutor | None = None,
     ):
         self.ws = ws
+        self.executor = executor or LocalExecutor()
         self.all_projects = all_projects
         self.concurrency = max(1, int(concurrency))
         self.name = name or f"{socket.gethostname()}:{os.getpid()}"
@@ -156,7 +152,7 @@ class Worker:
             return self
         other = Worker(self.ws.for_project(project), name=self.name, poll_s=self.poll_s,
                        stale_after_s=self.stale_after_s, echo=self.echo, on_event=self.on_event,
-                       concurrency=self.concurrency)
+                       concurrency=self.concurrency, executor=self.executor)
         other._stop = self._stop
         return other
 
@@ -307,44 +303,41 @@ class Worker:
         job_id = job["id"]
         module = STAGE_MODULES[spec["kind"]]
         log_path = Path(spec_path.parent / "stage.log")
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        command = [sys.executable, "-m", module, str(spec_path)]
+        env = {"PYTHONUNBUFFERED": "1"}  # over the environment of the machine the stage runs on
+        argv = ["-m", module, str(spec_path)]  # after the Python of that machine
         processes = int(spec["config"].get("processes") or 1)
         if processes > 1:
             # torchrun's launcher starts the ranks, restarts none, stops them all when one fails or when
             # it is terminated, and exits the way a single-process stage would; rank 0 writes the files.
-            command = [sys.executable, "-m", "weightsmith.training.launch", str(processes), str(spec_path)]
+            argv = ["-m", "weightsmith.training.launch", str(processes), str(spec_path)]
         # Each process of the stage computes with its share of the cores (torch reads these at start;
         # the runner also calls torch.set_num_threads, and tokenizers reads RAYON_NUM_THREADS).
-        threads = self.stage_threads(spec["config"])
-        if threads is None and processes > 1:  # alone, but several ranks: they share the cores
-            threads = _env_capped(_cores())
+        resources = stage_resources(spec["config"])
+        if self.executor.remote:  # the CPUs the cluster reserved for the stage, on its node
+            threads = resources.cpus
+        else:
+            threads = self.stage_threads(spec["config"])
+            if threads is None and processes > 1:  # alone, but several ranks: they share the cores
+                threads = _env_capped(_cores())
         if threads is not None:
             for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "RAYON_NUM_THREADS", "WEIGHTSMITH_THREADS"):
                 env[name] = str(max(1, threads // processes))
         # A stage of an earlier attempt may still live (its worker was presumed dead, e.g. paused): it is
         # stopped before this one starts, so two stages never train in the job's work folder at once.
+        # (A stage on another machine, as on a Ray node, cannot be signalled from here: the new one waits for it.)
         stopped = stop_work_lock_holder(Path(spec["work_dir"]))
-        with open(log_path, "ab") as log:
-            if stopped:
-                log.write(f"{stopped}\n".encode())
-                log.flush()
-            proc = subprocess.Popen(
-                command,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                env=env,
-                preexec_fn=_die_with_parent if os.name == "posix" else None,
-            )
+        if stopped:
+            with open(log_path, "a", encoding="utf-8") as log:
+                log.write(f"{stopped}\n")
+        stage = self.executor.start(argv, env=env, log_path=log_path, resources=resources, job_id=job_id)
         with self.ws.session() as s:
-            s.get(Run, run_id).pid = proc.pid
+            s.get(Run, run_id).pid = stage.pid
         tail = _MetricsTail(Path(spec["metrics_path"]))
         # With several stages at once, each line of their logs says whose it is.
         echo = _LogEcho(log_path, self.echo, prefix=f"[job {job_id}] " if self.concurrency > 1 else "")
         stopped_for = None  # "cancel" or "lost", once the heartbeat says the stage must stop
         max_steps = spec["config"].get("max_steps")
-        while proc.poll() is None:
+        while stage.running():
             time.sleep(min(self.poll_s, 0.5))
             self._store_metrics(run_id, rows := tail.read_new())
             for row in rows:  # a "progress" event per metrics row: the step, the loss, the lr
@@ -352,15 +345,17 @@ class Worker:
             echo.pump()
             if beat.state != "ours" and stopped_for is None:
                 stopped_for = beat.state
-                _terminate(proc)
+                stage.stop()
         self._store_metrics(run_id, tail.read_new())
         echo.pump()
         echo.finish()
-        code = proc.returncode
+        code, lost = stage.outcome()
         if stopped_for == "lost":
             return "superseded", _SUPERSEDED, code
         if stopped_for == "cancel":
             return "cancelled", "cancelled by user", code
+        if lost:  # the executor lost the process (its Ray node died, say): a failure that a retry may cure
+            return "failed", lost, code
         if code == 0:
             return "succeeded", None, code
         # The runner's own last words start so; under the launcher torchrun logs after them.
@@ -576,21 +571,6 @@ def _source_of(inputs: dict[str, Any], parent: dict[str, Any]) -> str | None:
         init = inputs["model_init"]
         return f"init: {init['init']} (size {init['size']})"
     return parent.get("path") if parent and not parent.get("id") else None
-
-
-def _terminate(proc: subprocess.Popen, grace_s: float = 10.0) -> None:
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-    except (ProcessLookupError, PermissionError):
-        return
-    try:
-        proc.wait(timeout=grace_s)
-    except subprocess.TimeoutExpired:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        proc.wait()
 
 
 def _read_json(path: Path) -> dict:
