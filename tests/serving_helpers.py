@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -46,8 +47,9 @@ def _tokenizer():
     return tokenizer
 
 
-def train_tiny_chat_model(directory: Path, chats: dict[str, str], seed: int = 0) -> Path:
-    """Train and save a tiny Llama that answers ``chats`` (and PLAIN as plain text) by heart."""
+def train_tiny_chat_model(directory: Path, chats: dict[str, str], seed: int = 0, size: str | None = None) -> Path:
+    """Train and save a tiny Llama that answers ``chats`` (and PLAIN as plain text) by heart; given a ``size``
+    (a key of ``weightsmith.training.models.MODEL_SIZES``, e.g. ``tiny-moe``), the model that size builds."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -61,7 +63,12 @@ def train_tiny_chat_model(directory: Path, chats: dict[str, str], seed: int = 0)
     try:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            model = LlamaForCausalLM(config)
+            if size is None:
+                model = LlamaForCausalLM(config)
+            else:
+                from weightsmith.training.models import build_model
+
+                model = build_model(size, tokenizer, max_positions=CONTEXT)
             batch = tokenizer(texts, padding=True, return_tensors="pt", add_special_tokens=False)
             labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
             optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
@@ -110,8 +117,12 @@ class ServeEnv:
         return Context.local(Workspace.open(self.ws_dir, project=project))
 
 
-def start_serve(ws_dir: Path, *args: str, project: str = "acme") -> tuple[subprocess.Popen, str]:
+def start_serve(ws_dir: Path, *args: str, project: str = "acme", prelude: str | None = None
+                ) -> tuple[subprocess.Popen, str]:
     """``weightsmith serve ARGS --port 0`` in ``ws_dir``; returns the process and its base URL.
+
+    ``prelude``: Python that runs the CLI instead of ``-m weightsmith`` (``python -c PRELUDE serve ...``), e.g.
+    :data:`faulty_llama.PRELUDE`, which registers a model class first.
 
     Its stderr goes to a file beside the workspace (``proc.stderr_path``), so a chatty server never blocks on a
     full pipe.
@@ -120,7 +131,8 @@ def start_serve(ws_dir: Path, *args: str, project: str = "acme") -> tuple[subpro
 
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     stderr = tempfile.NamedTemporaryFile("w+", prefix="serve-", suffix=".log", dir=ws_dir.parent, delete=False)
-    proc = subprocess.Popen([sys.executable, "-m", "weightsmith", "serve", *args, "--port", "0", "--project", project,
+    launch = ["-c", prelude] if prelude else ["-m", "weightsmith"]
+    proc = subprocess.Popen([sys.executable, *launch, "serve", *args, "--port", "0", "--project", project,
                              "--workspace", str(ws_dir)], cwd=ws_dir, stdout=subprocess.PIPE, stderr=stderr,
                             text=True, env=env)
     proc.stderr_path = Path(stderr.name)
@@ -133,9 +145,31 @@ def start_serve(ws_dir: Path, *args: str, project: str = "acme") -> tuple[subpro
     return proc, line.rsplit(" ", 1)[1].strip()
 
 
+def stream_in_background(url: str, key: str, body: dict) -> tuple[list[str], threading.Thread]:
+    """POST ``body`` (with ``stream: true``) to ``/v1/completions`` from a thread; returns, once the first event
+    has arrived, the list the response's non-empty lines go into and the thread (join it for the rest)."""
+    import httpx
+
+    lines: list[str] = []
+    started = threading.Event()
+
+    def stream() -> None:
+        with httpx.stream("POST", f"{url}/v1/completions", headers={"Authorization": f"Bearer {key}"}, timeout=60,
+                          json=body) as response:
+            for line in response.iter_lines():
+                if line:
+                    lines.append(line)
+                    started.set()
+
+    reader = threading.Thread(target=stream)
+    reader.start()
+    assert started.wait(30), "the stream did not start"
+    return lines, reader
+
+
 @contextmanager
-def running(ws_dir: Path, *args: str) -> Iterator[tuple[subprocess.Popen, str]]:
-    proc, url = start_serve(ws_dir, *args)
+def running(ws_dir: Path, *args: str, prelude: str | None = None) -> Iterator[tuple[subprocess.Popen, str]]:
+    proc, url = start_serve(ws_dir, *args, prelude=prelude)
     try:
         yield proc, url
     finally:

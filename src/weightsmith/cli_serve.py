@@ -12,6 +12,7 @@ import sys
 
 from weightsmith.cli_render import emit, local_context, open_workspace, table
 from weightsmith.errors import UserError
+from weightsmith.training.common import EVAL_DTYPES
 
 ENGINES = ("batched", "naive")
 
@@ -41,6 +42,9 @@ def add_parsers(verbs, common: argparse.ArgumentParser, parser_class) -> None:
                    help="bytes of loaded versions kept before the least recently used is evicted, e.g. 8GiB "
                         "(default: half of this machine's memory)")
     p.add_argument("--device", default="auto", help="auto (a GPU when there is one) | cpu | cuda")
+    p.add_argument("--dtype", choices=EVAL_DTYPES, default="auto",
+                   help="precision the weights are loaded and run in; auto: bfloat16 on a CUDA GPU that supports it, "
+                        "float32 on the CPU")
 
     p = verbs.add_parser("chat", parents=[common], help="talk to a model version in the terminal (the serving engine)")
     p.add_argument("ref", metavar="REF", help="NAME (its champion), NAME@ALIAS or NAME@vN")
@@ -50,6 +54,8 @@ def add_parsers(verbs, common: argparse.ArgumentParser, parser_class) -> None:
     p.add_argument("--temperature", type=float, default=0.0, help="0 (default): greedy; higher: more varied")
     p.add_argument("--seed", type=int, help="for sampling at temperature > 0: the same seed, the same answer")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    p.add_argument("--dtype", choices=EVAL_DTYPES, default="auto", help="auto (bfloat16 on a GPU, float32 on the CPU) "
+                   "| float32 | bfloat16 | float16")
 
     traffic = verbs.add_parser("traffic", help="the request log of served models: list, show, export, feedback, logging"
                                ).add_subparsers(dest="action", required=True, parser_class=parser_class)
@@ -83,13 +89,14 @@ def add_parsers(verbs, common: argparse.ArgumentParser, parser_class) -> None:
 
 
 # -- serve --------------------------------------------------------------------------------------
-def engine_loader(kind: str, *, device: str, max_batch_size: int = 32, max_queue: int = 256):
+def engine_loader(kind: str, *, device: str, dtype: str = "auto", max_batch_size: int = 32, max_queue: int = 256):
     """``load(model_dir) -> Engine`` with these options (the pool calls it for each version it loads)."""
     import functools
 
     from weightsmith.serve.engine import load_engine
 
-    return functools.partial(load_engine, kind=kind, device=device, max_batch_size=max_batch_size, max_queue=max_queue)
+    return functools.partial(load_engine, kind=kind, device=device, dtype=dtype, max_batch_size=max_batch_size,
+                             max_queue=max_queue)
 
 
 def cmd_serve(args) -> int:
@@ -106,26 +113,31 @@ def cmd_serve(args) -> int:
     limit = parse_size(args.memory_limit) if args.memory_limit else None
     resolved = [resolve(ws, ref) for ref in args.refs]  # a bad REF: one sentence, before anything loads
     sock = bind(args.host, args.port)  # a taken port: one sentence, before the minutes of loading
-    pool = EnginePool(engine_loader(args.engine, device=args.device, max_batch_size=args.max_batch_size,
-                                    max_queue=args.max_queue), memory_limit=limit)
+    pool = EnginePool(engine_loader(args.engine, device=args.device, dtype=args.dtype,
+                                    max_batch_size=args.max_batch_size, max_queue=args.max_queue), memory_limit=limit)
     serving = Serving(ws, pool, api_key=api_key)
     try:
         for version in resolved:
             pool.lease(version).release()
             print(f"loaded {version.ref} (from {version.requested})", file=sys.stderr, flush=True)
-        _run(create_serve_app(serving), sock, what=f"weightsmith serve ({', '.join(v.ref for v in resolved)})")
+        _run(create_serve_app(serving), sock, what=f"weightsmith serve ({', '.join(v.ref for v in resolved)})",
+             serving=serving)
     finally:
         serving.close()
     return 0
 
 
-def _run(app, sock, *, what: str) -> None:
-    """uvicorn on an already bound socket; one ``... listening on http://HOST:PORT`` line first (as ``weightsmith api``)."""
+def _run(app, sock, *, what: str, serving) -> None:
+    """uvicorn on an already bound socket; one ``... listening on http://HOST:PORT`` line first (as ``weightsmith api``).
+    A shutdown signal drains first (:class:`~weightsmith.serve.app.DrainingServer`)."""
     import uvicorn
+
+    from weightsmith.serve.app import DrainingServer
 
     host, port = sock.getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=60, access_log=False))
+    server = DrainingServer(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=60, access_log=False),
+                            serving)
     print(f"{what} listening on http://{shown}:{port}", flush=True)
     server.run(sockets=[sock])
 
@@ -144,7 +156,8 @@ def cmd_chat(args) -> int:
         raise UserError(f"--temperature {args.temperature} is outside 0..2.")
     ws = open_workspace(args)
     version = resolve(ws, args.ref)
-    engine = load_engine(Path(version.path), kind="batched", device=args.device, max_batch_size=1, max_queue=4)
+    engine = load_engine(Path(version.path), kind="batched", device=args.device, dtype=args.dtype, max_batch_size=1,
+                         max_queue=4)
     messages = [p.ChatMessage(role="system", content=args.system)] if args.system else []
     cache: dict = {}  # the chat renderer, made once
     want_json = getattr(args, "json", False) and args.prompt is not None  # a conversation is for people

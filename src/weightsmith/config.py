@@ -191,6 +191,8 @@ LIBRARY_NAMES: dict[str, tuple[tuple[str, ...], str]] = {
     "torch_num_threads": (("threads",), ""),
     "omp_num_threads": (("threads",), ""),
     "nproc_per_node": (("processes",), ""),
+    "fsdp": (("distributed",), "distributed: fsdp"),
+    "fsdp_config": (("distributed",), "distributed: fsdp"),
     "min_freq": (("min_frequency",), ""),
     "model_name_or_path": (("model",), ""),
     "dataset": (("data",), ""),

@@ -53,6 +53,8 @@ SUITE_KEY_HELP = {
     "name": "The suite's name (default: the file's name).",
     "description": "Free text shown in reports.",
     "device": "auto, cpu or cuda (default auto); an eval or gate stage's device overrides it.",
+    "dtype": "auto, float32, bfloat16 or float16 (default auto: bfloat16 on a CUDA GPU that supports it, float32 on "
+             "the CPU): the precision the model is loaded and evaluated in.",
     "prompt": "Defaults for every KPI's prompt block (see prompt.* below).",
     "generation": "Defaults for every KPI's generation block (see generation.* below).",
     "gate": "Defaults for every KPI's gate block (see gate.* below).",
@@ -205,23 +207,29 @@ def stage_reference(kind: str, config: type[BaseModel] | None = None) -> dict[st
     }
 
 
-def count_parameters(size: Any, vocab_size: int) -> int:
-    """Parameters of the Llama model :func:`weightsmith.training.models.build_model` builds.
+def count_parameters(size: Any, vocab_size: int, active: bool = False) -> int:
+    """Parameters of the model :func:`weightsmith.training.models.build_model` builds.
 
-    Per layer: q and o projections h×h, k and v h×(kv_heads·head_dim), the SwiGLU MLP 3·h×ffn, two
+    Llama, per layer: q and o projections h×h, k and v h×(kv_heads·head_dim), the SwiGLU MLP 3·h×ffn, two
     RMSNorm weights; plus the final norm, the input embedding V×h and, untied, an output head V×h.
-    No biases (LlamaConfig's default). A test checks it against the model built on the meta device.
+    No biases (LlamaConfig's default). A Mixtral MoE has ``num_experts`` such MLPs per layer and a router
+    E×h; ``active`` counts what one token is computed with, ``experts_per_token`` of them (the router and
+    everything else included, as Mixtral's "active parameters" do). A test checks the totals against the
+    models built on the meta device.
     """
     h, layers = size.hidden_size, size.num_layers
     head_dim = h // size.num_heads
     kv = size.num_kv_heads * head_dim
-    per_layer = 2 * h * h + 2 * h * kv + 3 * h * size.intermediate_size + 2 * h
+    mlp = 3 * h * size.intermediate_size
+    if size.num_experts:
+        mlp = (size.experts_per_token if active else size.num_experts) * mlp + size.num_experts * h
+    per_layer = 2 * h * h + 2 * h * kv + mlp + 2 * h
     embeddings = vocab_size * h * (1 if size.tie_embeddings else 2)
     return layers * per_layer + h + embeddings
 
 
 def sizes_reference(vocab_size: int = SIZES_AT_VOCAB) -> dict[str, Any]:
-    """The named sizes a ``pretrain`` stage builds, with parameter counts at ``vocab_size``."""
+    """The named sizes a ``pretrain`` stage builds, with parameter counts at ``vocab_size``: in all, and used per token."""
     from weightsmith.training.models import MODEL_SIZES
 
     rows = []
@@ -231,7 +239,9 @@ def sizes_reference(vocab_size: int = SIZES_AT_VOCAB) -> dict[str, Any]:
             "size": name, "hidden_size": size.hidden_size, "layers": size.num_layers, "heads": size.num_heads,
             "kv_heads": size.num_kv_heads, "intermediate_size": size.intermediate_size,
             "tied_embeddings": size.tie_embeddings,
+            "experts": size.num_experts or None, "experts_per_token": size.experts_per_token or None,
             "parameters": total,
+            "active_parameters": count_parameters(size, vocab_size, active=True),
             "parameters_without_embeddings": count_parameters(size, 0),
         })
     return {"vocab_size": vocab_size, "sizes": rows}
@@ -379,14 +389,20 @@ def render_markdown() -> dict[str, str]:
 
     sizes = sizes_reference()
     lines = _header("Model sizes")
-    lines += [f"`size:` of a `pretrain` stage: a Llama architecture built from this table. The vocabulary comes "
+    lines += [f"`size:` of a `pretrain` stage (or of `model: {{init: random, size: ...}}`): a Llama architecture "
+              f"built from this table, or for the `-moe` sizes a Mixtral-style mixture of experts (each layer's MLP "
+              f"is several experts of the MLP width shown, and a router sends each token to some of them; the "
+              f"router's load-balancing loss is trained and logged as `aux_loss`). The vocabulary comes "
               f"from the tokenizer, so the parameter count is given at {sizes['vocab_size']:,} tokens (the tokenizer "
-              f"stage's default) and without the embeddings (vocabulary × hidden size, twice when untied).", "",
-              "| size | hidden | layers | heads | kv heads | MLP | tied embeddings | parameters | without embeddings |",
-              "|---|---|---|---|---|---|---|---|---|"]
+              f"stage's default), per token (*active*: the experts a token is routed to, and everything else) and "
+              f"without the embeddings (vocabulary × hidden size, twice when untied).", "",
+              "| size | hidden | layers | heads | kv heads | MLP | experts | tied embeddings | parameters | active "
+              "per token | without embeddings |",
+              "|---|---|---|---|---|---|---|---|---|---|---|"]
     lines += [f"| `{s['size']}` | {s['hidden_size']} | {s['layers']} | {s['heads']} | {s['kv_heads']} | "
-              f"{s['intermediate_size']} | {'yes' if s['tied_embeddings'] else 'no'} | {s['parameters']:,} | "
-              f"{s['parameters_without_embeddings']:,} |" for s in sizes["sizes"]]
+              f"{s['intermediate_size']} | {_experts(s)} | {'yes' if s['tied_embeddings'] else 'no'} | "
+              f"{s['parameters']:,} | {s['active_parameters']:,} | {s['parameters_without_embeddings']:,} |"
+              for s in sizes["sizes"]]
     files["sizes.md"] = "\n".join(lines + [""])
 
     lines = _header("Metrics")
@@ -505,11 +521,17 @@ def stages_text(kind: str | None = None, width: int = 80) -> str:
 
 def sizes_doc_rows(doc: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
     """The sizes table as columns and rows for the terminal's table renderer."""
-    columns = ["size", "hidden", "layers", "heads", "kv", "MLP", "tied", "params", "w/o emb."]
-    rows = [[s["size"], s["hidden_size"], s["layers"], s["heads"], s["kv_heads"], s["intermediate_size"],
+    columns = ["size", "hidden", "layers", "heads", "kv", "MLP", "experts", "tied", "params", "active", "w/o emb."]
+    rows = [[s["size"], s["hidden_size"], s["layers"], s["heads"], s["kv_heads"], s["intermediate_size"], _experts(s),
              "yes" if s["tied_embeddings"] else "no", _short_count(s["parameters"]),
-             _short_count(s["parameters_without_embeddings"])] for s in doc["sizes"]]
+             _short_count(s["active_parameters"]), _short_count(s["parameters_without_embeddings"])]
+            for s in doc["sizes"]]
     return columns, rows
+
+
+def _experts(size_row: dict[str, Any]) -> str:
+    """``2 of 4`` for an MoE size (experts per token of experts per layer), ``—`` for a dense one."""
+    return f"{size_row['experts_per_token']} of {size_row['experts']}" if size_row["experts"] else "—"
 
 
 def _short_count(n: int) -> str:

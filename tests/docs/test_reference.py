@@ -59,7 +59,7 @@ def test_every_kind_and_every_key_is_documented():
     assert all(k["description"] for k in reference.suite_reference()["top"]), "a suite key without a description"
 
 
-@pytest.mark.parametrize("size", ["tiny", "small", "base", "medium", "large"])
+@pytest.mark.parametrize("size", ["tiny", "small", "base", "medium", "large", "tiny-moe", "small-moe", "base-moe"])
 def test_parameter_counts_equal_the_model_built_on_the_meta_device(size):
     import torch
 
@@ -77,6 +77,13 @@ def test_parameter_counts_equal_the_model_built_on_the_meta_device(size):
     assert reference.count_parameters(MODEL_SIZES[size], reference.SIZES_AT_VOCAB) == counted
     row = next(s for s in reference.sizes_reference()["sizes"] if s["size"] == size)
     assert row["parameters"] == counted
+    # Per token: the experts it is not routed to do not count (a dense model uses every parameter).
+    spec = MODEL_SIZES[size]
+    experts = [p for name, p in model.named_parameters() if ".mlp.experts." in name]
+    assert bool(experts) == spec.is_moe
+    unused = sum(p.numel() for p in experts) * (spec.num_experts - spec.experts_per_token) // max(spec.num_experts, 1)
+    assert row["active_parameters"] == counted - unused
+    assert type(model).__name__ == ("MixtralForCausalLM" if spec.is_moe else "LlamaForCausalLM")
 
 
 def test_metrics_name_the_columns_they_read():

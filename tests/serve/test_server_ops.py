@@ -7,14 +7,13 @@ import asyncio
 import functools
 import signal
 import sqlite3
-import threading
 import time
 
 import httpx
 import openai
 import pytest
 
-from serving_helpers import V1_CHATS, V2_CHATS, cli_main, running
+from serving_helpers import V1_CHATS, V2_CHATS, cli_main, running, stream_in_background
 
 KEY = "single-tenant-key-0123"
 
@@ -43,21 +42,8 @@ def test_single_tenant_key_bounded_queue_and_graceful_shutdown(serve_workspace):
         assert int(busy.headers["Retry-After"]) >= 1 and busy.json()["error"]["code"] == "queue_full"
 
         # SIGTERM while a stream is in flight: it finishes, then the server exits and the log is flushed.
-        lines: list[str] = []
-        started = threading.Event()
-
-        def stream() -> None:
-            with httpx.stream("POST", f"{url}/v1/completions", headers={"Authorization": f"Bearer {KEY}"}, timeout=60,
-                              json={"model": "tiny@v1", "prompt": "a", "max_tokens": 250, "temperature": 1.0, "seed": 1,
-                                    "stream": True}) as response:
-                for line in response.iter_lines():
-                    if line:
-                        lines.append(line)
-                        started.set()
-
-        reader = threading.Thread(target=stream)
-        reader.start()
-        assert started.wait(30)
+        lines, reader = stream_in_background(url, KEY, {"model": "tiny@v1", "prompt": "a", "max_tokens": 250,
+                                                        "temperature": 1.0, "seed": 1, "stream": True})
         proc.send_signal(signal.SIGTERM)
         reader.join(60)
         assert lines[-1] == "data: [DONE]" and len(lines) > 3

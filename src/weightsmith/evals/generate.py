@@ -32,6 +32,7 @@ from transformers import (
 
 from weightsmith.data.chat import ChatRenderer, TemplateRefused, check_fields_shown, template_refusal
 from weightsmith.errors import UserError
+from weightsmith.training.common import EVAL_DTYPES
 
 Prompt = str | list[dict]
 """A plain-text prompt, or chat messages ``[{"role": ..., "content": ...}]`` rendered with the chat template."""
@@ -84,7 +85,6 @@ def load_model(
     return _load_model_cached(str(path), device, resolve_dtype(dtype, device))
 
 
-EVAL_DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 
 def resolve_dtype(dtype: str, device: str) -> str:

@@ -38,9 +38,10 @@ def _score(value: Any) -> float | None:
     return None if math.isnan(score) else score
 
 
-def run_lm_eval_kpi(kpi: Kpi, model_path: str, device: str):
-    """Run the KPI's harness task on ``model_path``; a :class:`weightsmith.evals.run.KpiOutcome`."""
-    from weightsmith.evals.generate import resolve_device
+def run_lm_eval_kpi(kpi: Kpi, model_path: str, device: str, dtype: str = "auto"):
+    """Run the KPI's harness task on ``model_path`` in ``dtype`` (auto: bf16 on a CUDA GPU that supports it,
+    else fp32); a :class:`weightsmith.evals.run.KpiOutcome`."""
+    from weightsmith.evals.generate import resolve_device, resolve_dtype
     from weightsmith.evals.run import KpiOutcome
 
     lm_eval = require_lm_eval(f"kpis.{kpi.name}")
@@ -49,7 +50,7 @@ def run_lm_eval_kpi(kpi: Kpi, model_path: str, device: str):
     try:
         results = lm_eval.simple_evaluate(
             model="hf",
-            model_args={"pretrained": model_path, "dtype": "bfloat16" if device.startswith("cuda") else "float32"},
+            model_args={"pretrained": model_path, "dtype": resolve_dtype(dtype, device)},
             tasks=[spec.task],
             num_fewshot=spec.num_fewshot,
             limit=spec.limit,

@@ -227,9 +227,15 @@ def _render_all(kpi: Kpi, rows: list[dict], key: str) -> list:
     return rendered
 
 
-def compute_suite(prepared: PreparedSuite, model_path: str, *, device: str | None = None) -> list[KpiOutcome]:
-    """Every KPI of the suite on the model at ``model_path``, in memory (nothing is written)."""
+def compute_suite(
+    prepared: PreparedSuite, model_path: str, *, device: str | None = None, dtype: str | None = None
+) -> list[KpiOutcome]:
+    """Every KPI of the suite on the model at ``model_path``, in memory (nothing is written).
+
+    ``device`` and ``dtype`` override the suite's (the precision the model is loaded and run in).
+    """
     device = device or prepared.suite.device
+    dtype = dtype or prepared.suite.dtype
     generations: dict[str, tuple[list, list, float]] = {}  # generation shared by KPIs with the same inputs
     outcomes = []
     for kpi in prepared.suite.kpis.values():
@@ -237,17 +243,21 @@ def compute_suite(prepared: PreparedSuite, model_path: str, *, device: str | Non
         if kpi.kind == "lm_eval":
             from weightsmith.evals.lm_eval import run_lm_eval_kpi
 
-            outcome = run_lm_eval_kpi(kpi, model_path, device)
+            outcome = run_lm_eval_kpi(kpi, model_path, device, dtype)
         elif kpi.kind == "perplexity":
-            outcome = _perplexity_kpi(kpi, prepared.data[kpi.name], model_path, device)
+            outcome = _perplexity_kpi(kpi, prepared.data[kpi.name], model_path, device, dtype)
         else:
-            outcome = _generation_kpi(kpi, prepared.data[kpi.name], model_path, device, generations, prepared.suite)
+            outcome = _generation_kpi(
+                kpi, prepared.data[kpi.name], model_path, device, generations, prepared.suite, dtype
+            )
         outcome.seconds = time.perf_counter() - started + outcome.details.get("shared_generation_s", 0.0)
         outcomes.append(outcome)
     return outcomes
 
 
-def _generation_kpi(kpi: Kpi, data: KpiData, model_path: str, device: str, cache: dict, suite: Suite) -> KpiOutcome:
+def _generation_kpi(
+    kpi: Kpi, data: KpiData, model_path: str, device: str, cache: dict, suite: Suite, dtype: str = "auto"
+) -> KpiOutcome:
     from weightsmith.evals.generate import generate
 
     where = f"{suite.source or 'suite'}: kpis.{kpi.name}"
@@ -257,8 +267,8 @@ def _generation_kpi(kpi: Kpi, data: KpiData, model_path: str, device: str, cache
         prompts = _render_all(kpi, data.rows, where)
         started = time.perf_counter()
         try:  # each row's tools are rendered with its prompt, as in training
-            outputs = generate(model_path, prompts, device=device, tools=[row.get("tools") for row in data.rows],
-                               **kpi.generation.model_dump())
+            outputs = generate(model_path, prompts, device=device, dtype=dtype,
+                               tools=[row.get("tools") for row in data.rows], **kpi.generation.model_dump())
         except UserError as exc:
             raise UserError(f"{where}: {exc}") from exc
         cache[group] = (prompts, outputs, time.perf_counter() - started)
@@ -323,12 +333,13 @@ def _score(kpi: Kpi, completions: list[str], prompts: list, rows: list[dict], wh
     return scores
 
 
-def _perplexity_kpi(kpi: Kpi, data: KpiData, model_path: str, device: str) -> KpiOutcome:
+def _perplexity_kpi(kpi: Kpi, data: KpiData, model_path: str, device: str, dtype: str = "auto") -> KpiOutcome:
     from weightsmith.evals.generate import load_model, perplexity
 
     texts = [row["text"] for row in data.rows]
-    result = perplexity(model_path, texts, seq_len=kpi.seq_len, batch_size=kpi.generation.batch_size, device=device)
-    _, tokenizer = load_model(model_path, device)
+    result = perplexity(model_path, texts, seq_len=kpi.seq_len, batch_size=kpi.generation.batch_size, device=device,
+                        dtype=dtype)
+    _, tokenizer = load_model(model_path, device, dtype)
     # Every token after a text's first is predicted once (perplexity's windows overlap by one).
     tokens = [max(len(tokenizer(t, add_special_tokens=True, verbose=False)["input_ids"]) - 1, 0) for t in texts]
     nll = result["nll_per_token"]

@@ -27,6 +27,8 @@ reference is that turn's content, as the column ``answer``. Text-format rows fee
 ``perplexity``. ``slice_by: COLUMN`` also reports a KPI per value of a column of its rows
 (e.g. a question type), each with its interval. ``lm_eval: {task: ...}`` instead of a
 dataset runs an lm-evaluation-harness task (with the optional ``lm-eval`` package).
+``dtype: auto | float32 | bfloat16 | float16`` is the precision the model is loaded and run in
+(auto: bf16 on a CUDA GPU that supports it, fp32 on the CPU), as the training stages' ``dtype``.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from weightsmith.errors import UserError, closest, shorten
 from weightsmith.names import check_name
+from weightsmith.training.common import EVAL_DTYPES
 from weightsmith.yamlfile import load_yaml_mapping
 
 # Metrics that need the model itself or the generation's timing, not just the completions;
@@ -162,11 +165,12 @@ class Suite(BaseModel):
     name: str
     description: str = ""
     device: str = "auto"
+    dtype: str = "auto"
     kpis: dict[str, Kpi]
     source: str | None = None  # the YAML file, when loaded from one
 
 
-SUITE_KEYS = {"name", "description", "device", "prompt", "generation", "gate", "kpis", "retention_suite"}
+SUITE_KEYS = {"name", "description", "device", "dtype", "prompt", "generation", "gate", "kpis", "retention_suite"}
 
 
 def load_suite(source: str | Path | dict | Suite, *, base_dir: str | Path | None = None) -> Suite:
@@ -207,6 +211,9 @@ def _validate(raw: dict, base: Path, where: str, *, seen: set[Path]) -> Suite:
     device = raw.get("device", "auto")
     if not isinstance(device, str):
         raise UserError(f"{where}: device: give a device such as auto, cpu or cuda, got {shorten(device)}.")
+    dtype = raw.get("dtype", "auto")
+    if dtype not in EVAL_DTYPES:
+        raise UserError(f"{where}: dtype: give one of {', '.join(EVAL_DTYPES)}, got {shorten(dtype)}.")
     defaults = {}
     for block in ("prompt", "generation", "gate"):
         value = raw.get(block) or {}
@@ -235,7 +242,7 @@ def _validate(raw: dict, base: Path, where: str, *, seen: set[Path]) -> Suite:
             if merged_name in kpis:
                 raise UserError(f"{where}: retention_suite: KPI '{merged_name}' is defined twice; rename one.")
             kpis[merged_name] = kpi.model_copy(update={"name": merged_name, "retention": True})
-    return Suite(name=name, description=str(raw.get("description") or ""), device=device, kpis=kpis)
+    return Suite(name=name, description=str(raw.get("description") or ""), device=device, dtype=dtype, kpis=kpis)
 
 
 def _validate_kpi(name: str, body: Any, defaults: dict[str, dict], base: Path, where: str) -> Kpi:

@@ -23,7 +23,15 @@ from weightsmith.serve.types import Choice, FinishReason, GenerationResult, Toke
 
 
 class EngineError(RuntimeError):
-    """The engine failed while generating this request (the model raised): a server error, not the client's."""
+    """The engine failed while generating this request (the model raised): a server error, not the client's.
+
+    ``partial`` is what the request had produced when it failed (its unfinished choices end with finish_reason
+    ``"error"``), for the request log; None when the engine had none to give.
+    """
+
+    def __init__(self, message: str, partial: GenerationResult | None = None):
+        super().__init__(message)
+        self.partial = partial
 
 
 class Handle:
@@ -35,6 +43,7 @@ class Handle:
         self._done = False
         self._result: GenerationResult | None = None
         self._error: BaseException | None = None
+        self._partial: GenerationResult | None = None
         # Who waits: a step's events wake only the consumers of events, not those waiting for the result
         # (waking a thread or an event loop for nothing each step costs the engine's thread the GIL).
         self._event_readers = 0
@@ -60,11 +69,12 @@ class Handle:
             self._result, self._done = result, True
             self._wake_all()
 
-    def fail(self, error: BaseException) -> None:
+    def fail(self, error: BaseException, partial: GenerationResult | None = None) -> None:
+        """End the request with ``error``; ``partial`` (what it produced) rides on the :class:`EngineError` raised."""
         with self._cond:
             if self._done:
                 return
-            self._error, self._done = error, True
+            self._error, self._partial, self._done = error, partial, True
             self._wake_all()
 
     @property
@@ -160,7 +170,7 @@ class Handle:
 
     def _raise_error(self) -> None:
         if self._error is not None:
-            raise EngineError(f"generation failed: {self._error}") from self._error
+            raise EngineError(f"generation failed: {self._error}", self._partial) from self._error
 
 
 def _resolve(future: asyncio.Future) -> None:

@@ -9,6 +9,11 @@ serves it with uvicorn. Routes:
 - ``POST /v1/feedback``: ``{request_id, score, comment}`` on a logged response;
 - ``GET /health`` (no credentials) and ``GET /metrics`` (Prometheus text, the caller's project only).
 
+Shutdown drains (:class:`DrainingServer`): on SIGTERM or SIGINT the server keeps listening while the
+requests in flight finish, ``/health`` answers 503 ``{"status": "draining"}`` (so a load balancer stops
+sending), and new generation requests get 503 with ``Retry-After``; then uvicorn shuts down and the
+engines and the request log close. A second signal shuts down at once.
+
 Every response's ``model`` is the concrete version that answered (``quill@v4``), and its ``id`` is the
 request id the request log and feedback use. Credentials: ``Authorization: Bearer TOKEN`` where TOKEN is
 a project token with the ``serve`` scope (``weightsmith tokens create --scope serve``), whose project's
@@ -20,6 +25,7 @@ which sees the server's project. Errors are OpenAI's ``{"error": {"message", "ty
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import logging
@@ -30,6 +36,7 @@ from dataclasses import dataclass
 from typing import Annotated, Any
 
 import anyio
+import uvicorn
 from fastapi import Depends, FastAPI, Header, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
@@ -83,7 +90,8 @@ class Serving:
         self._tokens: dict[str, tuple[float, Caller]] = {}
         self._projects: dict[str, Workspace] = {}
         self._lock = threading.Lock()
-        self.draining = False
+        self.draining = False  # set on the first shutdown signal: /health answers 503, new generations too
+        self.in_flight = 0  # generation requests being answered (streams until their last byte); event loop only
 
     def project_workspace(self, project: str) -> Workspace:
         """The workspace seen from ``project``, kept, so its project id is looked up once."""
@@ -267,7 +275,8 @@ def create_serve_app(serving: Serving) -> FastAPI:
 
     @app.get("/health", tags=["operations"])
     async def health() -> dict[str, str]:
-        """200 while serving (no credentials needed); 503 while shutting down."""
+        """200 ``{"status": "ok"}`` while serving (no credentials needed); 503 ``{"status": "draining"}`` from the
+        shutdown signal on, while the requests in flight finish."""
         if serving.draining:
             return JSONResponse({"status": "draining"}, status_code=503)
         return {"status": "ok"}
@@ -286,10 +295,50 @@ async def _generate(request: Request, who: Caller, endpoint: str, body) -> Any:
     request.state.flight = flight
     try:
         await anyio.to_thread.run_sync(gen.prepare, flight)
-        return await gen.answer(flight)
+        return await gen.answer(flight, client_gone=functools.partial(_client_gone, request))
     except BaseException:
         gen.finish(flight, None)
         raise
+
+
+async def _client_gone(request: Request) -> None:
+    """Returns when the client has disconnected: once the body is read, the next ASGI message is the disconnect."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+class DrainingServer(uvicorn.Server):
+    """uvicorn that drains before it shuts down.
+
+    The first SIGTERM/SIGINT marks ``serving`` draining (``/health`` 503, new generation requests 503) and keeps
+    the server listening until no generation request is in flight (``serving.in_flight``) or ``drain_seconds``
+    have passed; then uvicorn's own graceful shutdown runs (which waits for open connections). A second signal
+    goes straight to that shutdown, as with plain uvicorn. uvicorn alone would stop listening at the first signal,
+    so nobody could see the server draining.
+    """
+
+    def __init__(self, config: uvicorn.Config, serving: Serving, drain_seconds: float = 60.0):
+        super().__init__(config)
+        self.serving = serving
+        self.drain_seconds = drain_seconds
+        self._drain_until: float | None = None
+        self._announced = False
+
+    def handle_exit(self, sig, frame) -> None:
+        if self._drain_until is None and not self.should_exit:  # a signal handler: no logging here (its locks)
+            self.serving.draining = True
+            self._drain_until = time.monotonic() + self.drain_seconds
+            return
+        super().handle_exit(sig, frame)
+
+    async def on_tick(self, counter: int) -> bool:
+        if self._drain_until is not None and not self.should_exit:
+            if self.serving.in_flight == 0 or time.monotonic() > self._drain_until:
+                self.should_exit = True
+            elif not self._announced:
+                self._announced = True
+                log.warning("draining: %d request(s) in flight; a second signal stops at once", self.serving.in_flight)
+        return await super().on_tick(counter)
 
 
 def _model_cards(who: Caller) -> p.ModelCardList:
@@ -416,12 +465,15 @@ class _CountRequests:
                 status["code"] = message["status"]
             await send(message)
 
+        serving: Serving = scope["app"].state.serving
+        generating = endpoint in (gen.CHAT, gen.COMPLETIONS)
+        serving.in_flight += generating
         try:
             await self.app(scope, receive, record_status)
         finally:
+            serving.in_flight -= generating
             state = scope.get("state") or {}
             project = state.get("project")
             if project is not None:
                 flight = state.get("flight")
-                serving: Serving = scope["app"].state.serving
                 serving.metrics.count(project, endpoint, flight.version if flight else "", status["code"])

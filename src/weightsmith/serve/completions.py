@@ -11,21 +11,24 @@ released.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import math
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from weightsmith.errors import UserError
 from weightsmith.serve import protocol as p
+from weightsmith.serve._handle import EngineError
 from weightsmith.serve.log import LoggedRequest
-from weightsmith.serve.pool import Lease, Resolved
+from weightsmith.serve.pool import Lease, LoadFailed, Resolved
 from weightsmith.serve.types import GenerationResult, QueueFull, RequestHandle, SamplingParams, TokenEvent
 from weightsmith.serve.types import TokenLogprob as EngineLogprob
 
@@ -65,23 +68,33 @@ def prepare(flight: Flight) -> None:
 
     Raises:
         OpenAIError: 400 for a request the model cannot take (too long, a field its template cannot show);
-            503 when the version cannot be loaded.
+            503 when the server is draining or the version cannot be loaded (a failed load is remembered for
+            the pool's back-off, so a broken version is not read again on every request).
         NotFound: no such model for the caller (404).
     """
     body = flight.body
+    if flight.serving.draining:
+        raise _shutting_down(body.model)
     unsupported = body.unsupported()
     if unsupported:
         raise p.OpenAIError(400, unsupported[1], param=unsupported[0], code="unsupported_parameter")
     flight.resolved = flight.serving.resolve(flight.caller, body.model)
+    ref = flight.resolved.ref
     try:
         flight.lease = flight.serving.pool.lease(flight.resolved)
-    except Exception as exc:  # never the caller's fault; and the message would name server folders
-        closing = isinstance(exc, UserError) and "shutting down" in str(exc)
-        if not closing:
-            log.exception("cannot load %s", flight.resolved.ref)
-        why = "the server is shutting down" if closing else "it could not be loaded; the server log says why"
-        raise p.OpenAIError(503, f"{flight.resolved.ref} is not available now ({why}).", type="server_error",
-                            code="model_unavailable", headers={"Retry-After": "5"}) from None
+    except LoadFailed as exc:  # never the caller's fault; and the loader's words would name server folders
+        retry = max(1, math.ceil(exc.retry_after))
+        raise p.OpenAIError(
+            503, f"{ref} cannot be loaded by this server: its model files are missing or unreadable (the server log "
+            f"says why); use another version, or promote a repaired one in its place ('weightsmith models promote "
+            f"NAME@vN --alias ALIAS'); this server tries {ref} again in {retry} s.", type="server_error",
+            code="model_unavailable", headers={"Retry-After": str(retry)}) from None
+    except Exception as exc:
+        if isinstance(exc, UserError) and "shutting down" in str(exc):
+            raise _shutting_down(ref) from None
+        log.exception("cannot lease %s", ref)
+        raise p.OpenAIError(503, f"{ref} is not available now (the server log says why); retry in a moment.",
+                            type="server_error", code="model_unavailable", headers={"Retry-After": "5"}) from None
     engine = flight.lease.engine
     if flight.endpoint == CHAT:
         flight.prompts = [chat_prompt_ids(engine, body.messages, flight.resolved.ref, flight.lease.cache)]
@@ -98,6 +111,12 @@ def prepare(flight: Flight) -> None:
         temperature=float(body.temperature), top_p=float(body.top_p), seed=body.seed, stop=body.stops(), n=body.n,
         logprobs=logprobs, top_logprobs=top,
     )
+
+
+def _shutting_down(model: str) -> p.OpenAIError:
+    return p.OpenAIError(503, f"{model} is not available here: this server is shutting down; send the request to "
+                         "another server, or retry once this one is back.", type="server_error",
+                         code="model_unavailable", headers={"Retry-After": "5"})
 
 
 def chat_prompt_ids(engine, messages: list[p.ChatMessage], ref: str, cache: dict | None = None) -> list[int]:
@@ -232,20 +251,48 @@ def submit(flight: Flight) -> None:
                             type="overloaded_error", code="queue_full", headers={"Retry-After": str(retry)}) from None
 
 
-async def answer(flight: Flight):
-    """The response: JSON, or an SSE stream when the request asked for one."""
+CLIENT_GONE = 499
+"""The status logged in the metrics for a request whose client went away before its answer (as nginx's)."""
+
+
+async def answer(flight: Flight, client_gone: Callable[[], Awaitable[None]] | None = None):
+    """The response: JSON, or an SSE stream when the request asked for one.
+
+    Args:
+        client_gone: returns when the client disconnects; a whole (non-streamed) answer's generation is then
+            cancelled, freeing its batch rows, and the request logged as ``cancelled`` (a stream notices by
+            itself: its next write fails).
+
+    Raises:
+        OpenAIError: 503 when the queue is full; 500 ``engine_error`` when the engine failed (the request is
+            logged with finish reason ``error``).
+    """
     submit(flight)
     if flight.body.stream:
         generator = _stream_chat(flight) if flight.endpoint == CHAT else _stream_completion(flight)
         return StreamingResponse(generator, media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    waiting = asyncio.ensure_future(asyncio.gather(*(handle.aresult() for handle in flight.handles)))
+    gone = asyncio.ensure_future(client_gone()) if client_gone is not None else None
     try:
-        results = [await handle.aresult() for handle in flight.handles]
-    except BaseException:  # the engine failed, or this task was cancelled: nothing more is wanted
+        await asyncio.wait([waiting] if gone is None else [waiting, gone], return_when=asyncio.FIRST_COMPLETED)
+        if not waiting.done():  # the client went away: stop generating for nobody
+            waiting.cancel()
+            abandon(flight)
+            return Response(status_code=CLIENT_GONE)
+        results = waiting.result()
+    except EngineError as exc:
+        finish(flight, await _settled(flight), status="error")
+        raise _engine_failed(flight, exc) from None
+    except BaseException:  # this task was cancelled: nothing more is wanted
+        waiting.cancel()
         for handle in flight.handles:
             handle.cancel()
         finish(flight, None)
         raise
+    finally:
+        if gone is not None:
+            gone.cancel()
     firsts = [r.time_to_first_token for r in results if r.completion_tokens]
     if firsts:
         flight.first_token = flight.submitted + min(firsts)
@@ -254,14 +301,15 @@ async def answer(flight: Flight):
     return JSONResponse(response.model_dump(mode="json"))
 
 
-def finish(flight: Flight, results: list[GenerationResult] | None, *, cancelled: bool = False) -> None:
-    """Log the request, count it in the metrics and release its engine (once)."""
+def finish(flight: Flight, results: list[GenerationResult] | None, *, status: str = "ok") -> None:
+    """Log the request (``status``: ok, cancelled when the client went away, error when the engine failed), count
+    it in the metrics and release its engine (once)."""
     if flight.finished:
         return
     flight.finished = True
     try:
         if results is not None:
-            _record(flight, results, "cancelled" if cancelled else "ok")
+            _record(flight, results, status)
     finally:
         if flight.lease is not None:
             flight.lease.release()
@@ -285,7 +333,7 @@ def abandon(flight: Flight) -> None:
                 results = [handle.result() for handle in flight.handles]
             except Exception:
                 results = None
-            finish(flight, results, cancelled=True)
+            finish(flight, results, status="cancelled")
         finally:
             with _abandoned_lock:
                 _abandoned.discard(threading.current_thread())
@@ -322,7 +370,8 @@ def _record(flight: Flight, results: list[GenerationResult], status: str) -> Non
         model_version_id=resolved.version_id, version=resolved.ref,
         messages=[m.model_dump(mode="json", exclude_none=True) for m in body.messages] if flight.endpoint == CHAT else None,
         prompt=body.prompt if flight.endpoint == COMPLETIONS else None,
-        params=params, choices=choices, finish_reason=choices[0]["finish_reason"] if choices else None, status=status,
+        params=params, choices=choices, status=status,
+        finish_reason="error" if status == "error" else choices[0]["finish_reason"] if choices else None,
         prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
         prompt_token_ids=flight.prompts[0] if len(flight.prompts) == 1 else flight.prompts,
         time_to_first_token=ttft, total_seconds=end - flight.arrived,
@@ -433,6 +482,35 @@ async def _merged(handles: list[RequestHandle]) -> AsyncIterator[tuple[int, Toke
             task.cancel()
 
 
+async def _settled(flight: Flight) -> list[GenerationResult]:
+    """After an engine failure: every prompt's result as far as it got (the others are cancelled; a failed one
+    gives what it had produced, its unfinished choices ending with finish reason ``error``)."""
+    for handle in flight.handles:
+        handle.cancel()
+    results = []
+    for handle, ids in zip(flight.handles, flight.prompts, strict=True):
+        try:
+            results.append(await handle.aresult())
+        except EngineError as exc:
+            results.append(exc.partial or GenerationResult(choices=[], prompt_tokens=len(ids), completion_tokens=0,
+                                                           time_to_first_token=0.0, total_seconds=0.0))
+    return results
+
+
+def _engine_failed(flight: Flight, exc: EngineError) -> p.OpenAIError:
+    """The error a client gets when the engine failed: a server error, which names no server internals."""
+    cause = type(exc.__cause__).__name__ if exc.__cause__ is not None else "an error"
+    return p.OpenAIError(500, f"{flight.version} failed while generating this answer ({cause}; the server log has the "
+                         "details); retry, and tell the server's operator if it happens again.", type="server_error",
+                         code="engine_error")
+
+
+def _sse_error(error: p.OpenAIError) -> str:
+    """The server-sent event that ends a failed stream: ``data: {"error": {...}}``, which the ``openai`` client
+    raises as an ``APIError`` (no ``[DONE]`` follows: the stream did not complete)."""
+    return f"data: {json.dumps(error.body())}\n\n"
+
+
 def _include_usage(flight: Flight) -> bool:
     options = flight.body.stream_options
     return bool(options and options.include_usage)
@@ -442,7 +520,7 @@ async def _stream_chat(flight: Flight) -> AsyncIterator[str]:
     top = flight.params.top_logprobs
     usage_wanted = _include_usage(flight)
     base = {"id": flight.request_id, "created": flight.created, "model": flight.version}
-    results = None
+    results, status = None, "ok"
     try:
         # OpenAI opens every choice with the assistant role and empty content.
         yield _sse(p.ChatCompletionChunk(**base, choices=[
@@ -459,9 +537,12 @@ async def _stream_chat(flight: Flight) -> AsyncIterator[str]:
         if usage_wanted:
             yield _sse(p.ChatCompletionChunk(**base, choices=[], usage=_usage(results)))
         yield DONE
+    except EngineError as exc:
+        results, status = await _settled(flight), "error"
+        yield _sse_error(_engine_failed(flight, exc))
     finally:
         if results is not None:
-            finish(flight, results)
+            finish(flight, results, status=status)
         else:
             abandon(flight)
 
@@ -471,7 +552,7 @@ async def _stream_completion(flight: Flight) -> AsyncIterator[str]:
     usage_wanted = _include_usage(flight)
     base = {"id": flight.request_id, "created": flight.created, "model": flight.version}
     offsets = {}
-    results = None
+    results, status = None, "ok"
     try:
         if body.echo:
             for i in range(len(flight.handles)):
@@ -493,9 +574,12 @@ async def _stream_completion(flight: Flight) -> AsyncIterator[str]:
         if usage_wanted:
             yield _sse(p.Completion(**base, choices=[], usage=_usage(results)))
         yield DONE
+    except EngineError as exc:
+        results, status = await _settled(flight), "error"
+        yield _sse_error(_engine_failed(flight, exc))
     finally:
         if results is not None:
-            finish(flight, results)
+            finish(flight, results, status=status)
         else:
             abandon(flight)
 

@@ -38,7 +38,7 @@ import torch
 from transformers import DynamicCache, DynamicLayer, GenerationConfig, StoppingCriteria, StopStringCriteria
 
 from weightsmith.errors import UserError
-from weightsmith.evals.generate import _eos_token_ids, _no_progress_bar, resolve_device
+from weightsmith.evals.generate import _eos_token_ids, _no_progress_bar, resolve_device, resolve_dtype
 from weightsmith.serve._handle import ChoiceText, EngineError, Handle
 from weightsmith.serve._kv import RunningCache
 from weightsmith.serve._sampling import next_tokens, token_logprobs
@@ -50,7 +50,7 @@ PREFILL_TOKENS = 4096
 """The most prompt tokens (rows x padded width) prefilled between two decoding steps, so that a burst of
 long prompts delays the running requests' next token by one bounded prefill, not by all of them."""
 
-__all__ = ["BatchedEngine", "EngineError", "NaiveEngine", "load_engine"]
+__all__ = ["BatchedEngine", "EngineError", "NaiveEngine", "kv_cache_bytes", "load_engine"]
 
 
 @dataclass(eq=False)
@@ -102,20 +102,23 @@ class _EngineBase:
 
     kind: str = ""
 
-    def __init__(self, model_dir: str | Path, *, device: str = "auto", max_batch_size: int = 32, max_queue: int = 256):
+    def __init__(self, model_dir: str | Path, *, device: str = "auto", dtype: str = "auto", max_batch_size: int = 32,
+                 max_queue: int = 256):
         if max_batch_size < 1:
             raise UserError(f"max_batch_size is {max_batch_size}; it must be at least 1.")
         if max_queue < 1:
             raise UserError(f"max_queue is {max_queue}; it must be at least 1.")
         self.model_dir = Path(model_dir).expanduser().resolve()
         self.device = resolve_device(device)
-        self.model, self.tokenizer = _load(self.model_dir, self.device)
+        self.model, self.tokenizer = _load(self.model_dir, self.device, dtype)
         self.device = self.model.device.type
         config = self.model.config.get_text_config(decoder=True)
         self.context_length = int(getattr(config, "max_position_embeddings", 0) or 2048)
-        self.memory_bytes = sum(t.numel() * t.element_size()
+        self.weight_bytes = sum(t.numel() * t.element_size()
                                 for t in [*self.model.parameters(), *self.model.buffers()])
         self.max_batch_size, self.max_queue = max_batch_size, max_queue
+        self.kv_cache_bytes = kv_cache_bytes(self.model, self._kv_rows(), self.context_length)
+        self.memory_bytes = self.weight_bytes + self.kv_cache_bytes
         self._eos = set(_eos_token_ids(self.model, self.tokenizer))
         self._backend = getattr(self.tokenizer, "backend_tokenizer", None)
         if self._backend is None:
@@ -222,17 +225,31 @@ class _EngineBase:
         return TokenLogprob(token=self._token_text(token_id), token_id=token_id, logprob=chosen,
                             top=[(self._token_text(i), i, v) for i, v in top])
 
-    def _finish(self, request: _Request) -> None:
+    def _kv_rows(self) -> int:
+        return self.max_batch_size
+
+    def _result(self, request: _Request) -> GenerationResult:
         now = time.perf_counter()
         choices = [c.choice(request.params.logprobs) for c in request.choices]
-        request.handle.finish(GenerationResult(
+        return GenerationResult(
             choices=choices,
             prompt_tokens=len(request.prompt),
             completion_tokens=sum(len(c.token_ids) for c in choices),
             time_to_first_token=(request.first_token or now) - request.submitted,
             total_seconds=now - request.submitted,
             batch_sizes=list(request.batch_sizes),
-        ))
+        )
+
+    def _finish(self, request: _Request) -> None:
+        request.handle.finish(self._result(request))
+
+    def _fail(self, request: _Request, error: BaseException) -> None:
+        """Fail a request the model could not finish; its handle keeps what was produced (the choices cut short
+        end with finish_reason ``"error"``), which the server logs."""
+        for choice in request.choices:
+            if choice.finish_reason is None:
+                choice.finish_reason = "error"
+        request.handle.fail(error, partial=self._result(request))
 
     def _cut_short(self, request: _Request) -> None:
         """Finish a cancelled request with what it has."""
@@ -253,7 +270,7 @@ class _EngineBase:
                 self._closing = True
                 waiting, self._waiting = list(self._waiting), collections.deque()
             for request in waiting + self._running_requests():
-                request.handle.fail(exc)
+                self._fail(request, exc)
 
     def _prepare(self) -> None:
         """The engine's own state, once the model is loaded and before its thread starts."""
@@ -315,7 +332,7 @@ class BatchedEngine(_EngineBase):
             except Exception as exc:  # the model failed: fail what it was running, keep serving the queue
                 log.exception("the batched engine for %s failed a step", self.model_dir)
                 for request in [*self._running_requests(), *joining]:
-                    request.handle.fail(exc)
+                    self._fail(request, exc)
                 self._rows, self._running = [], RunningCache(self.model.device)
             self._stats["running"] = float(len(self._running_requests()))
 
@@ -468,6 +485,9 @@ class NaiveEngine(_EngineBase):
     def _running_requests(self) -> list[_Request]:
         return [self._current] if self._current is not None else []
 
+    def _kv_rows(self) -> int:
+        return 1  # one request at a time (its n choices are rows too, but n is per request: not counted here)
+
     def _serve(self) -> None:
         while True:
             with self._cond:
@@ -484,7 +504,7 @@ class NaiveEngine(_EngineBase):
                     self._generate(request)
             except Exception as exc:
                 log.exception("the naive engine for %s failed a request", self.model_dir)
-                request.handle.fail(exc)
+                self._fail(request, exc)
             self._current = None
             self._stats["running"] = 0.0
 
@@ -549,25 +569,59 @@ class _StopWhenCancelled(StoppingCriteria):
         return torch.full((input_ids.shape[0],), self.handle.cancel_requested, dtype=torch.bool, device=input_ids.device)
 
 
-def _load(model_dir: Path, device: str):
-    """A causal LM and its tokenizer from a version folder: fp32 on the CPU, bf16 on CUDA, in eval mode."""
+def kv_cache_bytes(model, rows: int, context: int) -> int:
+    """An upper bound on the bytes of the KV cache ``rows`` sequences of ``context`` tokens hold in ``model``.
+
+    ``2 (keys and values) x layers x key_value_heads x head_dim x rows x context x bytes per element``, with
+    ``key_value_heads`` the grouped-query heads (``num_key_value_heads``, else ``num_attention_heads``),
+    ``head_dim`` the config's (else ``hidden_size / num_attention_heads``), and the element size of the model's
+    dtype (4 for fp32, 2 for bf16): the size of transformers' ``DynamicCache`` when every row reaches the
+    context, as the batched engine's running batch (``rows`` = ``max_batch_size``) can. It leaves out the
+    transient copies a join or a prefill makes and the activations of a forward pass. 0 for a config without
+    ``num_attention_heads`` or ``num_hidden_layers``.
+
+    Args:
+        model: a loaded causal LM (its text config and dtype are read).
+        rows: sequences held at once (the engine's ``max_batch_size``).
+        context: tokens per sequence (the model's ``max_position_embeddings``).
+    """
+    config = model.config.get_text_config(decoder=True)
+    heads, layers = getattr(config, "num_attention_heads", None), getattr(config, "num_hidden_layers", None)
+    if not heads or not layers:  # a config that does not say: the pool counts the weights alone
+        return 0
+    kv_heads = int(getattr(config, "num_key_value_heads", None) or heads)
+    head_dim = int(getattr(config, "head_dim", None) or config.hidden_size // heads)
+    element = torch.empty((), dtype=model.dtype).element_size()
+    return 2 * int(layers) * kv_heads * head_dim * rows * context * element
+
+
+def _load(model_dir: Path, device: str, dtype: str = "auto"):
+    """A causal LM and its tokenizer from a version folder, in eval mode, in ``dtype`` (auto | float32 | bfloat16 |
+    float16; auto: bf16 on a CUDA GPU that supports it, fp32 on the CPU; :func:`weightsmith.evals.generate.load_model`).
+
+    Raises:
+        UserError: no such folder, no loadable model in it, or a dtype name not among the four.
+    """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     if not model_dir.is_dir():
         raise UserError(f"model directory '{model_dir}' does not exist; give the folder of a saved model version.")
-    dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
+    dtype = getattr(torch, resolve_dtype(dtype, device))
     try:
         tokenizer = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
         with _no_progress_bar():
             model = AutoModelForCausalLM.from_pretrained(model_dir, local_files_only=True, dtype=dtype)
     except (OSError, ValueError) as exc:
         raise UserError(f"cannot load a causal language model and tokenizer from '{model_dir}' ({exc}).") from exc
+    # A mixture of experts' router loss is for training; over a KV cache its mask no longer fits the new tokens.
+    if getattr(model.config, "output_router_logits", False):
+        model.config.output_router_logits = False
     return model.to(device).eval(), tokenizer
 
 
 def load_engine(model_dir: str | Path, kind: Literal["batched", "naive"] = "batched", **kwargs) -> Engine:
     """Load a model version into an engine: ``"batched"`` (continuous batching) or ``"naive"`` (one
-    ``generate()`` per request). ``kwargs`` go to the engine (``device``, ``max_batch_size``, ``max_queue``).
+    ``generate()`` per request). ``kwargs`` go to the engine (``device``, ``dtype``, ``max_batch_size``, ``max_queue``).
 
     Raises:
         UserError: an unknown kind, or a folder that holds no loadable model.

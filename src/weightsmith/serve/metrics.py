@@ -39,7 +39,8 @@ class _EngineCollector:
         running = GaugeMetricFamily("weightsmith_serve_running_requests", "requests in the running batch", labels=["version"])
         last = GaugeMetricFamily("weightsmith_serve_last_batch_size", "rows in the engine's latest decoding step",
                                  labels=["version"])
-        size = GaugeMetricFamily("weightsmith_serve_loaded_bytes", "parameter and buffer bytes of a loaded version",
+        size = GaugeMetricFamily("weightsmith_serve_loaded_bytes",
+                                 "bytes a loaded version counts in the pool: weights plus its KV-cache estimate",
                                  labels=["version"])
         count = 0
         for loaded in self.pool.loaded():

@@ -15,7 +15,7 @@ from typing import Literal, Protocol
 
 from weightsmith.errors import UserError
 
-FinishReason = Literal["stop", "length"]
+FinishReason = Literal["stop", "length", "error"]  # "error": cut short by an engine failure (never in a response)
 
 GREEDY_BELOW = 1e-5
 """A temperature below this decodes greedily, as vLLM's ``SamplingParams`` does (its ``_SAMPLING_EPS``): dividing
@@ -134,7 +134,9 @@ class Engine(Protocol):
         tokenizer: its tokenizer; chat template and EOS come from the version's own files.
         context_length: the model's maximum positions (prompt + new tokens must fit).
         device: ``"cpu"`` or ``"cuda"``; fp32 on CPU, bf16 on CUDA.
-        memory_bytes: parameter + buffer bytes, for the server's LRU of loaded versions.
+        memory_bytes: what the server's LRU of loaded versions counts: ``weight_bytes`` (parameters and buffers)
+            plus ``kv_cache_bytes`` (the KV cache of a full batch at full context, see
+            :func:`weightsmith.serve.engine.kv_cache_bytes`).
     """
 
     model_dir: Path

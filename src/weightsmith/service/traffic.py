@@ -62,7 +62,7 @@ class TrafficSummary(BaseModel):
     model: str = Field(description="as the request named it")
     version: str = Field(description="the concrete version that answered, NAME@vN")
     token: str | None = Field(description="the caller's token name")
-    status: str = Field(description="ok, or cancelled when the client went away")
+    status: str = Field(description="ok; cancelled when the client went away; error when the engine failed")
     finish_reason: str | None
     prompt_tokens: int
     completion_tokens: int

@@ -7,6 +7,9 @@ safetensors (``model.safetensors``, or ``adapter_model.safetensors`` for LoRA), 
 ``.pt``/``.pth`` files back only with ``torch.load(..., weights_only=True)`` (transformers 5.24,
 ``Trainer._load_*``), so resuming never unpickles arbitrary objects, and we load none ourselves;
 it also writes ``training_args.bin``, a full pickle that nothing loads back, which we delete.
+Under ``distributed: fsdp`` the optimizer state is ``optimizer.bin`` (the gathered state, rank 0
+writes it) and the weights are also in ``pytorch_model_fsdp.bin``, the file the FSDP resume reads
+(accelerate's ``load_fsdp_*``, also ``weights_only=True``).
 
 The Trainer writes those files in place, one after the other, so a process killed mid-save
 leaves a torn directory. We make completeness explicit: after the Trainer returns from a save,
@@ -48,6 +51,10 @@ _WEIGHTS_FILES = ("model.safetensors", "model.safetensors.index.json", "adapter_
 _STATE_FILE = "trainer_state.json"
 # Without these the Trainer resumes anyway, silently, with a fresh optimizer and LR schedule.
 _OPTIMIZER_FILES = ("optimizer.pt", "scheduler.pt")
+# Under FSDP (FULL_STATE_DICT) accelerate writes the gathered optimizer state as optimizer.bin instead of
+# optimizer.pt, next to pytorch_model_fsdp.bin (the gathered weights it loads back); both with torch.save.
+_FSDP_OPTIMIZER = "optimizer.bin"
+_FSDP_WEIGHTS = "pytorch_model_fsdp.bin"
 # rng_state.pth in one process, rng_state_<rank>.pth per rank under torchrun.
 _RNG_FILES = "rng_state*.pth"
 # A pickle of the TrainingArguments that nothing loads back; we keep no pickles around.
@@ -129,7 +136,9 @@ def _files(path: Path) -> list[str]:
 def _missing_required(names: set[str]) -> list[str]:
     """The files a resumable checkpoint needs that ``names`` lacks, in the order a person reads them."""
     missing = [] if any(name in names for name in _WEIGHTS_FILES) else [_WEIGHTS_FILES[0]]
-    missing += [name for name in (*_OPTIMIZER_FILES, _STATE_FILE) if name not in names]
+    fsdp = _FSDP_WEIGHTS in names
+    optimizer = (_FSDP_OPTIMIZER, *_OPTIMIZER_FILES[1:]) if fsdp else _OPTIMIZER_FILES
+    missing += [name for name in (*optimizer, _STATE_FILE) if name not in names]
     if not any(fnmatch.fnmatchcase(name, _RNG_FILES) for name in names):
         missing.append("rng_state.pth")
     return missing
@@ -232,7 +241,7 @@ def _problem_on_disk(path: Path) -> str | None:
                     pass  # opening parses the header and checks the file covers every tensor
             elif name.endswith(".json"):
                 json.loads(file.read_text(encoding="utf-8"))
-            elif name.endswith((".pt", ".pth")) and not zipfile.is_zipfile(file):
+            elif name.endswith((".pt", ".pth", ".bin")) and not zipfile.is_zipfile(file):
                 return f"is unreadable ({name} is not the archive torch.save writes)"
         except (SafetensorError, OSError, UnicodeDecodeError, ValueError) as exc:
             return f"is unreadable ({name}: {str(exc)[:200]})"

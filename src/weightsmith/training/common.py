@@ -16,7 +16,7 @@ import os
 import shutil
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, NamedTuple
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
@@ -170,6 +170,7 @@ class LoraSettings(BaseModel):
 
 
 Dtype = Literal["auto", "float32", "bfloat16", "float16"]
+EVAL_DTYPES: tuple[str, ...] = get_args(Dtype)  # the same names for evaluating and serving
 
 DTYPE_HELP = (
     "Training precision. 'auto': bfloat16 on a CUDA GPU that supports it, else float32 (always float32 on the CPU). "
@@ -181,6 +182,22 @@ DTYPE_HELP = (
 FLOAT16_ON_CPU = (
     "float16 needs a CUDA GPU (fp16 mixed precision relies on CUDA loss scaling, and the CPU has no fast "
     "float16 arithmetic); on the CPU use dtype: bfloat16, or float32 (what auto picks there)"
+)
+
+
+Distributed = Literal["ddp", "fsdp"]
+
+DISTRIBUTED_HELP = (
+    "How processes > 1 split the work. 'ddp': each process holds the whole model and optimizer "
+    "(DistributedDataParallel). 'fsdp': the parameters, gradients and optimizer state are sharded across the processes (PyTorch FSDP2 through "
+    "the trainer's own fsdp settings, one decoder layer a unit; Zhao et al. 2023, PyTorch FSDP), for a model that does "
+    "not fit one GPU. Checkpoints hold the full (gathered) state and resume; the saved model is a normal folder. "
+    "fsdp needs CUDA GPUs and cannot be combined with lora."
+)
+
+FSDP_ON_CPU = (
+    "distributed: fsdp needs CUDA GPUs (accelerate shards a model only across GPUs, and would silently run CPU "
+    "processes as DDP); on the CPU use distributed: ddp, or leave distributed out"
 )
 
 
@@ -241,7 +258,22 @@ class TrainStageConfig(BaseModel):
         description="Data-parallel processes, launched with torchrun (one per GPU; on a CPU each gets an equal "
         "share of the cores). batch_size is per process: the global batch is processes x batch_size x grad_accum.",
     )
+    distributed: Distributed = Field("ddp", description=DISTRIBUTED_HELP)
     threads: int | None = Field(None, ge=1, description=THREADS_HELP)
+
+    @model_validator(mode="after")
+    def _fsdp_fits(self) -> TrainStageConfig:
+        if self.distributed == "fsdp" and self.processes < 2:
+            raise ValueError(
+                "distributed: fsdp shards the model across processes: set processes to the number of GPUs "
+                "(2 or more), or leave distributed out"
+            )
+        if self.distributed == "fsdp" and getattr(self, "lora", None) is not None:
+            raise ValueError(
+                "lora with distributed: fsdp is not supported: train LoRA adapters with distributed: ddp (the base "
+                "weights are frozen, so each GPU holds them once), or train all weights with fsdp"
+            )
+        return self
 
     @field_validator("dtype")
     @classmethod
@@ -451,11 +483,14 @@ def check_device_settings(cfg: TrainStageConfig) -> Precision:
     Cheap (no model, no data): the runner calls it before a stage reads anything.
 
     Raises:
-        UserError: as :func:`resolve_precision`; a bitsandbytes optimizer on the CPU or without bitsandbytes.
+        UserError: as :func:`resolve_precision`; a bitsandbytes optimizer on the CPU or without bitsandbytes;
+            distributed: fsdp on the CPU.
     """
     import importlib.util
 
     precision = resolve_precision(cfg.device, cfg.dtype)
+    if cfg.distributed == "fsdp" and precision.use_cpu:
+        raise UserError(f"{FSDP_ON_CPU}.")
     if cfg.optim in BNB_OPTIMIZERS and (precision.use_cpu or importlib.util.find_spec("bitsandbytes") is None):
         where = "this stage runs on the CPU" if precision.use_cpu else "bitsandbytes is not installed"
         raise UserError(
@@ -478,6 +513,7 @@ def trainer_arguments(cfg: TrainStageConfig, ctx: StageContext, count_tokens: st
     optim = {"optim": cfg.optim} if cfg.optim is not None else {}  # else the library's default for this torch
     return dict(
         **optim,
+        **fsdp_arguments(cfg),
         output_dir=str(ctx.checkpoints_dir),
         max_steps=cfg.max_steps,
         per_device_train_batch_size=cfg.batch_size,
@@ -500,13 +536,37 @@ def trainer_arguments(cfg: TrainStageConfig, ctx: StageContext, count_tokens: st
         use_cpu=precision.use_cpu,
         bf16=precision.bf16,
         fp16=precision.fp16,
-        activation_checkpointing=cfg.activation_checkpointing,
+        # Under FSDP the wrapper checkpoints activations itself (fsdp_arguments): the trainer's own would gather twice.
+        activation_checkpointing=cfg.activation_checkpointing and cfg.distributed != "fsdp",
         include_num_input_tokens_seen=count_tokens,
         report_to="none",
         disable_tqdm=False,
         dataloader_num_workers=0,
         save_only_model=False,
     )
+
+
+def fsdp_arguments(cfg: TrainStageConfig) -> dict[str, Any]:
+    """The ``TrainingArguments`` keys that turn on FSDP for ``distributed: fsdp`` ({} for ddp).
+
+    FSDP2 (``fully_shard``, through accelerate's FSDP plugin), each decoder layer of the model's
+    ``_no_split_modules`` a unit (transformers' default wrap policy), parameters resharded after each
+    forward (ZeRO-3-like). ``FULL_STATE_DICT``: a checkpoint holds the gathered weights
+    (``model.safetensors`` and ``pytorch_model_fsdp.bin``) and optimizer state (``optimizer.bin``),
+    written by rank 0 and resumable on any number of processes. Activation checkpointing, when on,
+    is FSDP's own (``fsdp_config['activation_checkpointing']``).
+    """
+    if cfg.distributed != "fsdp":
+        return {}
+    return {
+        "fsdp": True,
+        "fsdp_config": {
+            "version": 2,
+            "state_dict_type": "FULL_STATE_DICT",
+            "reshard_after_forward": True,
+            "activation_checkpointing": cfg.activation_checkpointing,
+        },
+    }
 
 
 def train_with_resume(trainer: Trainer, cfg: TrainStageConfig, ctx: StageContext) -> dict[str, Any]:
@@ -535,13 +595,21 @@ def train_with_resume(trainer: Trainer, cfg: TrainStageConfig, ctx: StageContext
     # The other ranks take the newest marked checkpoint once rank 0 has deleted the unusable ones.
     wait_for_all_ranks()
     resume = plan.checkpoint if is_main_process() else latest_complete_checkpoint(ctx.checkpoints_dir)
+    if resume is not None:
+        from weightsmith.training.moe import restore_renamed_weights
+
+        # An MoE's experts and router, which the Trainer's own resume skips (transformers 5.24).
+        restore_renamed_weights(trainer.model, resume.path)
     if resume is not None and resume.step >= trainer.args.max_steps:
         # The run had finished training and died saving the model. Trainer.train() would take one more
         # step before it checks max_steps (transformers 5.24), so we only restore weights and state,
         # the way train() itself loads a checkpoint (safetensors, LoRA adapters, shards).
         from transformers import TrainerState
 
-        trainer._load_from_checkpoint(str(resume.path))
+        if getattr(trainer, "is_fsdp_enabled", False):  # the model is not wrapped yet: its full weights, as saved
+            _load_full_weights(trainer.model, resume.path)
+        else:
+            trainer._load_from_checkpoint(str(resume.path))
         trainer.state = TrainerState.load_from_json(str(resume.path / "trainer_state.json"))
     else:
         trainer.train(resume_from_checkpoint=str(resume.path) if resume else None)
@@ -556,6 +624,14 @@ def train_with_resume(trainer: Trainer, cfg: TrainStageConfig, ctx: StageContext
         "train_tokens": int(state.num_input_tokens_seen),
         "resumed_from_step": resume.step if resume else None,
     }
+
+
+def _load_full_weights(model: PreTrainedModel, checkpoint: Path) -> None:
+    """Load an FSDP checkpoint's gathered ``model.safetensors`` into the (unwrapped) model, as the Trainer
+    loads a non-FSDP one (non-strict: tied weights are saved once)."""
+    from safetensors.torch import load_file
+
+    model.load_state_dict(load_file(str(checkpoint / "model.safetensors"), device="cpu"), strict=False)
 
 
 TRAINER_ARGS_FILE = "trainer_args.json"
@@ -692,16 +768,48 @@ def save_model_dir(
     """
     import torch
 
-    if not is_main_process():  # every rank holds the same weights; one writes them
+    full = _gather_fsdp_weights(model)  # every rank takes part; rank 0 receives the weights
+    if not is_main_process():  # every rank holds the same weights (or its shard of them); one writes them
         return
     if hasattr(model, "merge_and_unload"):  # a peft model
         model = model.merge_and_unload()
     target = getattr(torch, dtype)
-    model = model.to(target) if model.dtype != target else model
+    if full is not None:  # an FSDP-sharded model: write the gathered weights, not the shards
+        # The gathered copies share no storage, so save_pretrained would store a tied weight (the output head
+        # tied to the embeddings) twice: keep the names named_parameters() keeps, one per shared parameter.
+        kept = {name for name, _ in model.named_parameters()} | {name for name, _ in model.named_buffers()}
+        full = {name: tensor.to(target) for name, tensor in full.items() if name in kept}
+    else:
+        model = model.to(target) if model.dtype != target else model
 
     align_special_token_ids(model, tokenizer)
+    # TRL's SFTTrainer turns on an MoE config's output_router_logits to train; a served model must not
+    # compute the router's loss (with a KV cache its attention mask no longer matches the new tokens).
+    if getattr(model.config, "output_router_logits", False):
+        model.config.output_router_logits = False
 
-    write_dir_atomically(output_dir, lambda tmp: (model.save_pretrained(tmp), tokenizer.save_pretrained(tmp)))
+    def write(tmp: str) -> None:
+        model.save_pretrained(tmp, state_dict=full)
+        if full is not None:  # save_pretrained names the sharded (fp32 master) parameters' dtype
+            model.config.dtype = dtype
+            model.config.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+
+    write_dir_atomically(output_dir, write)
+
+
+def _gather_fsdp_weights(model: PreTrainedModel) -> dict[str, Any] | None:
+    """The full state dict of a model sharded by FSDP2 (on rank 0, in CPU memory; {} on the other ranks),
+    as accelerate's ``get_state_dict`` gathers it; None for a model that is not sharded."""
+    if _process_group() is None:
+        return None
+    from torch.distributed.fsdp import FSDPModule
+
+    if not isinstance(model, FSDPModule):
+        return None
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
 
 
 def align_special_token_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> None:

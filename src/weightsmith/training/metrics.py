@@ -1,7 +1,8 @@
 """The metrics sink: one JSON line per logging step, appended and flushed for the worker to tail.
 
 A row is ``{"step": int, "loss": float, "lr": float, "grad_norm": float, "tokens_per_sec": float,
-...}`` plus every other numeric value the trainer logged (TRL's ``rewards/...`` for DPO and GRPO).
+...}`` plus every other numeric value the trainer logged (TRL's ``rewards/...`` for DPO and GRPO; ``aux_loss``,
+the router's load-balancing loss, for a mixture of experts).
 
 Steps in the file only ever increase. After a resume, the steps between the checkpoint and the
 crash are trained again; their rows from the first attempt are already in the file, so the

@@ -1,7 +1,16 @@
-"""Named model sizes for training from scratch: a Llama architecture built from a config.
+"""Named model sizes for training from scratch: a Llama architecture built from a config, or a
+Mixtral-style mixture of experts for the ``*-moe`` sizes.
 
 ``tiny`` is for tests, ``small`` for the laptop quickstart; the rest want a GPU. The vocabulary
 size and the special-token ids come from the tokenizer, never from this table.
+
+An MoE size replaces each layer's MLP with ``num_experts`` MLPs of ``intermediate_size`` and a
+router that sends every token to ``experts_per_token`` of them (Jiang et al. 2024, Mixtral of
+Experts; transformers' ``MixtralForCausalLM``). Each ``X-moe`` routes a token through as many MLP
+parameters as the dense ``X`` (its experts are 1/k as wide), so it costs about the same per
+token while holding num_experts/k times the MLP parameters. Training adds the router's
+load-balancing loss (Fedus et al. 2022, Switch Transformers, eqs. 4-6) times
+:data:`ROUTER_AUX_LOSS_COEF` to the loss and logs it as ``aux_loss``.
 """
 
 from __future__ import annotations
@@ -11,7 +20,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
-    from transformers import LlamaForCausalLM, PreTrainedTokenizerBase
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+# The weight of the load-balancing loss: Switch Transformers' alpha = 1e-2 (Fedus et al. 2022, sec. 2.2).
+ROUTER_AUX_LOSS_COEF = 0.01
 
 
 @dataclass(frozen=True)
@@ -23,6 +35,14 @@ class ModelSize:
     intermediate_size: int
     # Tying input and output embeddings halves the embedding parameters, which dominate small models.
     tie_embeddings: bool
+    # 0: a dense Llama. Otherwise a Mixtral MoE: this many expert MLPs of intermediate_size per layer...
+    num_experts: int = 0
+    # ...of which the router picks this many for each token (its top-k).
+    experts_per_token: int = 0
+
+    @property
+    def is_moe(self) -> bool:
+        return self.num_experts > 0
 
 
 MODEL_SIZES: dict[str, ModelSize] = {
@@ -31,11 +51,22 @@ MODEL_SIZES: dict[str, ModelSize] = {
     "base": ModelSize(hidden_size=512, num_layers=8, num_heads=8, num_kv_heads=8, intermediate_size=2048, tie_embeddings=True),
     "medium": ModelSize(hidden_size=1024, num_layers=16, num_heads=16, num_kv_heads=8, intermediate_size=2816, tie_embeddings=False),
     "large": ModelSize(hidden_size=2048, num_layers=24, num_heads=16, num_kv_heads=8, intermediate_size=5632, tie_embeddings=False),
+    "tiny-moe": ModelSize(hidden_size=64, num_layers=2, num_heads=4, num_kv_heads=4, intermediate_size=128, tie_embeddings=True,
+                          num_experts=4, experts_per_token=2),
+    "small-moe": ModelSize(hidden_size=256, num_layers=4, num_heads=8, num_kv_heads=8, intermediate_size=512,
+                           tie_embeddings=True, num_experts=8, experts_per_token=2),
+    "base-moe": ModelSize(hidden_size=512, num_layers=8, num_heads=8, num_kv_heads=8, intermediate_size=1024,
+                          tie_embeddings=True, num_experts=8, experts_per_token=2),
 }
 
 
-def build_model(size: str, tokenizer: PreTrainedTokenizerBase, max_positions: int) -> LlamaForCausalLM:
-    """A freshly initialized Llama causal LM of the named size, matching ``tokenizer``'s vocabulary.
+def build_model(size: str, tokenizer: PreTrainedTokenizerBase, max_positions: int) -> PreTrainedModel:
+    """A freshly initialized causal LM of the named size, matching ``tokenizer``'s vocabulary.
+
+    A ``LlamaForCausalLM``, or a ``MixtralForCausalLM`` for an MoE size. The Mixtral config records
+    ``router_aux_loss_coef`` (:data:`ROUTER_AUX_LOSS_COEF`) and ``output_router_logits: false``: the
+    trainers ask for the router logits while they train (TRL's, and the pretrain stage's
+    :class:`~weightsmith.training.moe.RouterLossTrainer`), and inference never computes them.
 
     Args:
         size: a key of :data:`MODEL_SIZES`.
@@ -43,10 +74,16 @@ def build_model(size: str, tokenizer: PreTrainedTokenizerBase, max_positions: in
         max_positions: the longest sequence the model is meant for (RoPE needs no learned table,
             but the config records it and generation checks against it).
     """
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from transformers import LlamaConfig, LlamaForCausalLM, MixtralConfig, MixtralForCausalLM
 
     spec = MODEL_SIZES[size]
-    config = LlamaConfig(
+    moe = (
+        dict(num_local_experts=spec.num_experts, num_experts_per_tok=spec.experts_per_token,
+             router_aux_loss_coef=ROUTER_AUX_LOSS_COEF, output_router_logits=False)
+        if spec.is_moe else {}
+    )
+    config = (MixtralConfig if spec.is_moe else LlamaConfig)(
+        **moe,
         vocab_size=len(tokenizer),
         hidden_size=spec.hidden_size,
         num_hidden_layers=spec.num_layers,
@@ -59,7 +96,7 @@ def build_model(size: str, tokenizer: PreTrainedTokenizerBase, max_positions: in
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
     )
-    model = LlamaForCausalLM(config)
+    model = (MixtralForCausalLM if spec.is_moe else LlamaForCausalLM)(config)
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.generation_config.bos_token_id = tokenizer.bos_token_id

@@ -1,4 +1,5 @@
-"""Stage `pretrain`: a Llama causal LM from scratch on a text dataset, with the stage's tokenizer.
+"""Stage `pretrain`: a Llama (or Mixtral mixture-of-experts) causal LM from scratch on a text dataset, with the
+stage's tokenizer.
 
 Flow: check inputs -> tokenizer -> model of the named size -> pack the corpus into seq_len blocks
 -> train (resuming from work_dir's latest complete checkpoint) -> save. `cpt` reuses
@@ -36,7 +37,8 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
 
 class Config(TrainStageConfig):
     size: Literal[tuple(MODEL_SIZES)] = Field(  # type: ignore[valid-type]
-        "tiny", description=f"Named model size: {', '.join(MODEL_SIZES)} (tiny/small run on a laptop CPU)."
+        "tiny", description=f"Named model size: {', '.join(MODEL_SIZES)} (tiny/small run on a laptop CPU; "
+        "the -moe sizes are Mixtral-style mixtures of experts: `weightsmith sizes`)."
     )
     seq_len: int = Field(128, ge=8, description="Tokens per packed training block.")
     # From-scratch training of small models likes a larger step than fine-tuning.
@@ -91,6 +93,7 @@ def train_on_text(
     from transformers import Trainer, TrainingArguments
 
     from weightsmith.data.packing import collate_packed_blocks
+    from weightsmith.training.moe import RouterLossTrainer, has_router_loss
 
     seq_len = cfg.seq_len  # type: ignore[attr-defined]  (pretrain and cpt configs both carry it)
     if rows and isinstance(rows[0], Source):
@@ -108,7 +111,9 @@ def train_on_text(
 
     # Packed blocks have no padding, so every input token counts.
     args = TrainingArguments(**trainer_arguments(cfg, ctx, count_tokens="all"))
-    trainer = Trainer(
+    # A mixture of experts also trains (and logs) its router's load-balancing loss.
+    trainer_class = RouterLossTrainer if has_router_loss(model.config) else Trainer
+    trainer = trainer_class(
         model=model,
         args=args,
         train_dataset=dataset,

@@ -175,6 +175,33 @@ def find_version(s, ws: Workspace, ref: str) -> ModelVersion:
     return _find_version(s, ws, ref)
 
 
+def lookup_version(s, ws: Workspace, ref: str) -> ModelVersion | None:
+    """The version ``ref`` names (as :func:`find_version`), in one SQL query over unique indexes, or None.
+
+    For the serving path, which resolves a name on every request: ``models (project_id, name)``, then
+    ``model_versions (model_id, version)`` or ``model_aliases (model_id, name)`` and the version's primary key,
+    in one statement, with the model loaded alongside (``mv.model`` costs no second query). The alias is read
+    now, so a promotion reaches the next call. None when ``ref`` names nothing; :func:`find_version` then says
+    why in a sentence (that path may read more).
+    """
+    from sqlalchemy.orm import contains_eager
+
+    from weightsmith.workspace.models import ModelAlias
+
+    name, _, tag = ref.partition("@")
+    query = (select(ModelVersion).join(ModelVersion.model).options(contains_eager(ModelVersion.model))
+             .where(Model.project_id == ws.project_id, Model.name == name))
+    number = tag[1:] if tag.startswith("v") else tag
+    if not tag or tag == "latest":
+        query = query.order_by(ModelVersion.version.desc()).limit(1)
+    elif number.isdigit():
+        query = query.where(ModelVersion.version == int(number))
+    else:
+        query = query.join(ModelAlias, (ModelAlias.model_id == Model.id) & (ModelAlias.name == tag)
+                           & (ModelAlias.model_version_id == ModelVersion.id))
+    return s.scalars(query).first()
+
+
 def show_version(ws: Workspace, ref: str) -> dict[str, Any]:
     """One version with its lineage; ``ref`` may name an alias (``ref`` in the result is always NAME@vN)."""
     from weightsmith.workspace.aliases import aliases_of
