@@ -8,8 +8,8 @@
 # of examples/tiny's suite with `dtype: bfloat16`, and `weightsmith serve --dtype bfloat16` under 32
 # concurrent chat requests. Then SFT with `distributed: fsdp` on every GPU (one rank on a one-GPU machine),
 # stopped after a checkpoint and resumed from it, its output checked to be a normal bf16 HF folder.
-# GRPO's rollouts use vLLM when vllm imports and the grpo stage has a `use_vllm` setting, else TRL's own
-# generation; the output says which.
+# GRPO's rollouts use vLLM (`rollouts: {engine: vllm, vllm_mode: colocate}`) when vllm imports and the grpo
+# stage accepts that setting, else TRL's own generation; the output says which.
 #
 # Prints one line per step (throughput, MFU = model FLOPs / peak bf16 FLOPs: 6·N per trained token at the
 # median logged training rate after the first interval, 2·N per generated token while serving, N the
@@ -118,12 +118,15 @@ EOF
 # GRPO's rollouts: vLLM when it imports and the stage offers it, else TRL's own generation.
 GRPO_EXTRA=""
 ROLLOUTS="TRL's own generation (transformers generate)"
-if "$PY" -c 'import vllm' 2>/dev/null; then
-  if "$PY" -c 'from weightsmith.training import validate_stage_config as v; v("grpo", {"use_vllm": True})' 2>/dev/null; then
-    GRPO_EXTRA="    use_vllm: true"
-    ROLLOUTS="vLLM"
+VLLM_ROLLOUTS='{engine: vllm, vllm_mode: colocate, gpu_memory_utilization: 0.3}'
+if [ "$DEVICE" = cuda ] && "$PY" -c 'import vllm' 2>/dev/null; then
+  if "$PY" -c 'from weightsmith.training import validate_stage_config as v
+v("grpo", {"device": "cuda", "rollouts": {"engine": "vllm", "vllm_mode": "colocate", "gpu_memory_utilization": 0.3}})' \
+      2>/dev/null; then
+    GRPO_EXTRA="    rollouts: $VLLM_ROLLOUTS"
+    ROLLOUTS="vLLM (rollouts: $VLLM_ROLLOUTS)"
   else
-    ROLLOUTS="TRL's own generation (vllm is installed, but the grpo stage has no use_vllm setting yet)"
+    ROLLOUTS="TRL's own generation (vllm is installed, but the grpo stage refuses rollouts: $VLLM_ROLLOUTS)"
   fi
 fi
 echo "grpo rollouts: $ROLLOUTS"

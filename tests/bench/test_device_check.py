@@ -41,3 +41,19 @@ def test_without_a_cuda_device_it_stops_at_once_saying_so(tmp_path):
         "training, eval and serving on a CUDA GPU, so run it on a machine that has one."
     )
     assert not (tmp_path / "work").exists()  # nothing was started
+
+
+def test_the_vllm_rollouts_it_asks_for_are_a_valid_grpo_setting():
+    """With vllm installed the script adds its ``VLLM_ROLLOUTS`` to the grpo stage; the stage must accept it."""
+    import re
+
+    import yaml
+
+    from weightsmith.training import validate_stage_config
+
+    text = SCRIPT.read_text()
+    rollouts = yaml.safe_load(re.search(r"^VLLM_ROLLOUTS='(.*)'$", text, re.MULTILINE).group(1))
+    assert 'GRPO_EXTRA="    rollouts: $VLLM_ROLLOUTS"' in text
+    cfg = validate_stage_config("grpo", {"device": "cuda", "rollouts": rollouts})
+    assert cfg.rollouts.trainer_arguments() == {
+        "use_vllm": True, "vllm_mode": "colocate", "vllm_gpu_memory_utilization": 0.3}

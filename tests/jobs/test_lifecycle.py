@@ -145,24 +145,26 @@ def test_a_running_job_whose_worker_died_is_retried_or_cancelled_at_once_once_st
     cli, db = _workspace(tmp_path)
     first = _submit(cli, tmp_path, tokenizer_dir, stages=("one", "two"))
     jobs = (first, first + 1)
-    window = 3
+    window = 5  # a worker's heartbeat (every window/4 s) late by a whole window on a loaded machine would lose its job
     workers = [_worker(cli, window), _worker(cli, window)]  # one job each
+    retried, cancelled = jobs
     try:
         for job in jobs:
             wait_for(lambda job=job: _training_stage(db, job), what=f"job {job} to train")
+        owner = query_db(db, "SELECT worker FROM jobs WHERE id = ?", retried)[0][0]
+        # Refused while its heartbeat is fresh. Asked while the worker still beats (every window/4 s), so that
+        # a slow machine, whose CLI may take longer than the window to start, still sees the refusal.
+        refused = cli("jobs", "retry", str(retried), check=False, env=_env(window))
     finally:
         for worker in workers:
             worker.kill()  # no SIGTERM, no cleanup: both jobs stay 'running' with nobody running them
             worker.wait(timeout=60)
-    retried, cancelled = jobs
-    owner = query_db(db, "SELECT worker FROM jobs WHERE id = ?", retried)[0][0]
-
-    refused = cli("jobs", "retry", str(retried), check=False, env=_env(window))
-    if refused.returncode == 2:  # inside the window (a slow machine may already be past it)
-        assert refused.stderr.startswith(f"error: job {retried} is running on worker {owner} (last heartbeat ")
-        assert f"; to run it again, stop it with 'weightsmith jobs cancel {retried}' and then retry it, or, if that " \
-               f"worker has died, retry it once its heartbeat is {window} s old (in " in refused.stderr
-        assert refused.stderr.count("\n") == 1
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert refused.stderr.startswith(f"error: job {retried} is running on worker {owner} (last heartbeat ")
+    assert f"; to run it again, stop it with 'weightsmith jobs cancel {retried}' and then retry it, or, if that " \
+           f"worker has died, retry it once its heartbeat is {window} s old (in " in refused.stderr
+    assert refused.stderr.count("\n") == 1
+    assert _job(db, retried)[:3] == ("running", None, 1)  # the refusal changed nothing
     time.sleep(window + 0.5)
 
     done = cli("jobs", "retry", str(retried), env=_env(window))

@@ -209,3 +209,19 @@ def test_a_malformed_marker_makes_the_checkpoint_unreadable_not_a_crash(tmp_path
     (path,) = _committed(tmp_path, 10)
     (path / COMPLETE_MARKER).write_text(json.dumps({"step": 10, "files": {"model.safetensors": 5}}))
     assert checkpoint_problem(path, 10) == f"is unreadable (its {COMPLETE_MARKER} does not list files with their sizes)"
+
+
+def test_optimizer_bin_stands_for_optimizer_pt_only_beside_fsdp_weights(tmp_path: Path):
+    # optimizer.bin is accelerate's FSDP optimizer state; without pytorch_model_fsdp.bin a resume reads optimizer.pt.
+    path = _trainer_checkpoint(tmp_path, 10)
+    (path / "optimizer.pt").rename(path / "optimizer.bin")
+    with pytest.raises(RuntimeError, match=r"checkpoint-10 lacks optimizer.pt; refusing to mark it complete"):
+        commit_checkpoint(path, 10)
+    _zip(path / "pytorch_model_fsdp.bin", b"weights")
+    commit_checkpoint(path, 10)
+    assert latest_complete_checkpoint(tmp_path).step == 10
+    # And an FSDP checkpoint needs optimizer.bin: an optimizer.pt beside its weights is not what it resumes.
+    fsdp = _trainer_checkpoint(tmp_path, 20)
+    _zip(fsdp / "pytorch_model_fsdp.bin", b"weights")
+    with pytest.raises(RuntimeError, match=r"checkpoint-20 lacks optimizer.bin; refusing to mark it complete"):
+        commit_checkpoint(fsdp, 20)

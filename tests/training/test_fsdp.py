@@ -117,15 +117,17 @@ def test_an_fsdp_checkpoint_commits_and_is_picked_for_resume_and_its_optimizer_i
         commit_checkpoint(torn, 6)
 
 
-def test_a_model_sharded_by_fsdp2_is_saved_whole_as_a_plain_bf16_folder(tmp_path, tiny_model_dir):
-    # The save a stage makes after FSDP training, on two CPU ranks sharded by torch's own fully_shard.
+@pytest.mark.parametrize("checkpointing", [False, True], ids=["plain", "activation-checkpointing"])
+def test_a_model_sharded_by_fsdp2_is_saved_whole_as_a_plain_bf16_folder(tmp_path, tiny_model_dir, checkpointing):
+    # The save a stage makes after FSDP training, on two CPU ranks sharded by torch's own fully_shard; with
+    # activation checkpointing, its layers wrapped first (their parameters then named ..._checkpoint_wrapped_module...).
     from safetensors.torch import load_file
 
     script = Path(__file__).with_name("fsdp_save_rank.py")
     out = tmp_path / "out"
     proc = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", str(script),
-         str(tiny_model_dir), str(out)],
+         str(tiny_model_dir), str(out), *(["ac"] if checkpointing else [])],
         capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"},
     )
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -142,6 +142,20 @@ def apply_threads(threads: int | None, kind: str) -> int | None:
     return count
 
 
+QUANTIZE_HELP = (
+    "QLoRA (Dettmers et al. 2023): load the frozen base weights quantized through bitsandbytes, '4bit' (NF4 with "
+    "double quantization, computing in the stage's dtype) or '8bit' (LLM.int8()), prepared with peft's "
+    "prepare_model_for_kbit_training; the adapters train in higher precision. On save the base is dequantized "
+    "(transformers' dequantize) and the adapters merged into it: the output is a normal folder in the stage's dtype. "
+    "Needs a CUDA GPU and the qlora extra (pip install 'weightsmith[qlora]'); null loads the base in full precision."
+)
+
+QUANTIZE_ON_CPU = (
+    "lora.quantize loads the base model through bitsandbytes, which needs a CUDA GPU; on the CPU remove "
+    "lora.quantize (LoRA then trains on full-precision base weights)"
+)
+
+
 class LoraSettings(BaseModel):
     """Low-rank adapters (peft). Merged into the base weights on save."""
 
@@ -157,6 +171,8 @@ class LoraSettings(BaseModel):
         "projections of every layer (the LoRA paper's choice), [gate_proj, up_proj, down_proj] the MLPs; a name "
         "no module of the model has is refused before training, with the names it has.",
     )
+
+    quantize: Literal["4bit", "8bit"] | None = Field(None, description=QUANTIZE_HELP)
 
     @field_validator("target_modules")
     @classmethod
@@ -287,6 +303,12 @@ class FineTuneConfig(TrainStageConfig):
     """Stages that start from an existing model and may train adapters instead of all weights."""
 
     lora: LoraSettings | None = Field(None, description="Train LoRA adapters (merged on save); null trains all weights.")
+
+    @model_validator(mode="after")
+    def _quantize_fits_device(self) -> FineTuneConfig:
+        if self.lora is not None and self.lora.quantize is not None and self.device == "cpu":
+            raise ValueError(QUANTIZE_ON_CPU)
+        return self
 
 
 # ---------------------------------------------------------------------------------------------
@@ -484,20 +506,37 @@ def check_device_settings(cfg: TrainStageConfig) -> Precision:
 
     Raises:
         UserError: as :func:`resolve_precision`; a bitsandbytes optimizer on the CPU or without bitsandbytes;
-            distributed: fsdp on the CPU.
+            distributed: fsdp on the CPU; ``lora.quantize`` on the CPU or without bitsandbytes; a recipe's
+            ``check_engines`` refusal (grpo's ``rollouts.engine: vllm``).
     """
-    import importlib.util
-
     precision = resolve_precision(cfg.device, cfg.dtype)
     if cfg.distributed == "fsdp" and precision.use_cpu:
         raise UserError(f"{FSDP_ON_CPU}.")
-    if cfg.optim in BNB_OPTIMIZERS and (precision.use_cpu or importlib.util.find_spec("bitsandbytes") is None):
-        where = "this stage runs on the CPU" if precision.use_cpu else "bitsandbytes is not installed"
+    if cfg.optim in BNB_OPTIMIZERS and (where := missing_cuda_or(precision, "bitsandbytes")):
         raise UserError(
             f"optim: {cfg.optim} is a bitsandbytes optimizer, which needs a CUDA GPU and the bitsandbytes package "
             f"(pip install bitsandbytes), but {where}; use one of {', '.join(TORCH_OPTIMIZERS)} or leave optim out."
         )
+    lora = getattr(cfg, "lora", None)
+    if lora is not None and lora.quantize is not None and (where := missing_cuda_or(precision, "bitsandbytes")):
+        raise UserError(
+            f"lora.quantize: {lora.quantize} loads the base model through bitsandbytes, which needs a CUDA GPU and "
+            f"the bitsandbytes package (pip install 'weightsmith[qlora]'), but {where}; remove lora.quantize to train "
+            "LoRA adapters on full-precision base weights."
+        )
+    if (check := getattr(cfg, "check_engines", None)) is not None:  # a recipe's own engines (grpo's vLLM)
+        check(precision)
     return precision
+
+
+def missing_cuda_or(precision: Precision, package: str) -> str | None:
+    """Why a CUDA-only optional ``package`` cannot run this stage ("this stage runs on the CPU", "... is not
+    installed"), or None when it can. Checks that the package is installed without importing it."""
+    import importlib.util
+
+    if precision.use_cpu:
+        return "this stage runs on the CPU"
+    return f"{package} is not installed" if importlib.util.find_spec(package) is None else None
 
 
 def trainer_arguments(cfg: TrainStageConfig, ctx: StageContext, count_tokens: str = "non_padding") -> dict[str, Any]:
@@ -720,15 +759,87 @@ def _check_lora_targets(targets: list[str], model: PreTrainedModel) -> None:
             )
 
 
-def load_causal_lm(model_dir: Path, kind: str) -> PreTrainedModel:
-    """Load a causal LM from a local directory in fp32 (bf16 autocast is the Trainer's job on GPU)."""
+def load_causal_lm(model_dir: Path, kind: str, cfg: TrainStageConfig | None = None) -> PreTrainedModel:
+    """Load a causal LM from a local directory in fp32 (bf16 autocast is the Trainer's job on GPU).
+
+    With ``cfg.lora.quantize`` (QLoRA) the base weights load quantized through bitsandbytes
+    (:func:`quantization_config`) onto this process's GPU, and peft's ``prepare_model_for_kbit_training``
+    freezes them, casts the remaining (norm, embedding) weights to fp32 and, with
+    ``activation_checkpointing``, turns it on with input gradients enabled, as the QLoRA recipe needs.
+    """
     import torch
     from transformers import AutoModelForCausalLM
 
+    lora = getattr(cfg, "lora", None)
+    quantized = lora is not None and lora.quantize is not None
+    options: dict[str, Any] = {"dtype": torch.float32}
+    if quantized:
+        compute = check_device_settings(cfg).dtype
+        options = {
+            "dtype": getattr(torch, compute),
+            "quantization_config": quantization_config(lora, compute),
+            "device_map": {"": int(os.environ.get("LOCAL_RANK", "0"))},  # each rank's whole model on its own GPU
+        }
     try:
-        return AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32)
+        model = AutoModelForCausalLM.from_pretrained(str(model_dir), **options)
     except (ValueError, KeyError, OSError) as exc:
         raise UserError(f"stage '{kind}': cannot load a causal language model from {model_dir} ({exc}).") from exc
+    if quantized:
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.activation_checkpointing)
+    return model
+
+
+def quantization_config(settings: LoraSettings | None, compute_dtype: str = "bfloat16"):
+    """The ``transformers.BitsAndBytesConfig`` that ``lora.quantize`` asks for, or None (no quantization).
+
+    '4bit': NF4 weights with double quantization (the quantization constants quantized too), matmuls in
+    ``compute_dtype`` (the stage's :attr:`Precision.dtype`) — the QLoRA paper's settings (Dettmers et al.
+    2023, sec. 3). '8bit': LLM.int8() (Dettmers et al. 2022). Building it needs no GPU or bitsandbytes;
+    loading a model with it needs both.
+    """
+    if settings is None or settings.quantize is None:
+        return None
+    import torch
+    from transformers import BitsAndBytesConfig
+
+    if settings.quantize == "8bit":
+        return BitsAndBytesConfig(load_in_8bit=True)
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=getattr(torch, compute_dtype),
+    )
+
+
+def merge_adapters(model: Any, dtype: str = "float32") -> PreTrainedModel:
+    """A peft model's LoRA adapters merged into its base weights: a plain model, in ``dtype`` when quantized.
+
+    A full-precision base: peft's ``merge_and_unload``. A quantized (QLoRA) base: peft would merge into
+    the 4-bit weights and quantize them again, so the adapters are taken out (``unload``), the base
+    is dequantized (transformers' ``dequantize``, meant for this: it is what the adapters trained
+    against) into ``dtype``, the adapters put back and merged there.
+    """
+    base = model.get_base_model()
+    if getattr(base, "hf_quantizer", None) is None:
+        return model.merge_and_unload()
+    import torch
+
+    return _merge_into_rebuilt_base(model, lambda plain: plain.dequantize(dtype=getattr(torch, dtype)))
+
+
+def _merge_into_rebuilt_base(model: Any, rebuild: Any) -> PreTrainedModel:
+    """Unload ``model``'s adapters, ``rebuild(base)`` (e.g. dequantize it), and merge the same adapters into it."""
+    from peft import get_peft_model, get_peft_model_state_dict, set_peft_model_state_dict
+
+    name = model.active_adapter
+    config, adapter = model.peft_config[name], get_peft_model_state_dict(model, adapter_name=name)
+    base = rebuild(model.unload())
+    restored = get_peft_model(base, config, adapter_name=name)
+    set_peft_model_state_dict(restored, adapter, adapter_name=name)
+    return restored.merge_and_unload()
 
 
 def load_tokenizer(path: Path, kind: str, need_chat_template: bool = False) -> PreTrainedTokenizerBase:
@@ -772,15 +883,20 @@ def save_model_dir(
     if not is_main_process():  # every rank holds the same weights (or its shard of them); one writes them
         return
     if hasattr(model, "merge_and_unload"):  # a peft model
-        model = model.merge_and_unload()
+        model = merge_adapters(model, dtype)
     target = getattr(torch, dtype)
     if full is not None:  # an FSDP-sharded model: write the gathered weights, not the shards
         # The gathered copies share no storage, so save_pretrained would store a tied weight (the output head
-        # tied to the embeddings) twice: keep the names named_parameters() keeps, one per shared parameter.
-        kept = {name for name, _ in model.named_parameters()} | {name for name, _ in model.named_buffers()}
+        # tied to the embeddings) twice: keep the names named_parameters() keeps, one per shared parameter. Those
+        # of a layer wrapped for activation checkpointing (accelerate's fsdp2_apply_ac) carry the wrapper's prefix,
+        # which the gathered state dict's names do not (torch's get_model_state_dict strips it).
+        from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import _CHECKPOINT_PREFIX
+
+        kept = {name.replace(_CHECKPOINT_PREFIX, "")
+                for name, _ in (*model.named_parameters(), *model.named_buffers())}
         full = {name: tensor.to(target) for name, tensor in full.items() if name in kept}
     else:
-        model = model.to(target) if model.dtype != target else model
+        model = model.to(target) if any(p.dtype != target for p in model.parameters()) else model
 
     align_special_token_ids(model, tokenizer)
     # TRL's SFTTrainer turns on an MoE config's output_router_logits to train; a served model must not

@@ -148,7 +148,7 @@ def run(cfg: Config, inputs: StageInputs, ctx: StageContext) -> dict:
         from weightsmith.training.models import random_init_dir
 
         model_dir = random_init_dir(inputs.model_init.size, tokenizer, ctx.work_dir, ctx.seed, cfg.max_length)
-    model = load_causal_lm(model_dir, "dpo")
+    model = load_causal_lm(model_dir, "dpo", cfg)
 
     args = DPOConfig(
         **trainer_arguments(cfg, ctx),

@@ -11,6 +11,9 @@ once before the model loads, a prompt too long for the model is refused
 A mix of prompt datasets (``data: {prompts: 1.0, hard: 0.5}``) checks the rewards against every
 dataset's rows and draws the run's prompts by weight (:mod:`weightsmith.training.mixing`); its
 datasets must all hold plain prompts or all message lists.
+On a CUDA GPU the completions may come from vLLM instead of ``model.generate`` (``rollouts: {engine:
+vllm}``: TRL's ``use_vllm``, colocated in the training process or from a ``trl vllm-serve`` server);
+refused in one sentence on the CPU or where vllm is not installed.
 """
 
 from __future__ import annotations
@@ -18,11 +21,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from weightsmith.errors import UserError
 from weightsmith.training.common import (
     FineTuneConfig,
+    Precision,
     StageContext,
     StageInputs,
     check_lora_targets,
@@ -31,6 +35,7 @@ from weightsmith.training.common import (
     load_tokenizer,
     log_line,
     lora_config,
+    missing_cuda_or,
     prepare_output_dir,
     read_rows,
     save_model_dir,
@@ -39,6 +44,54 @@ from weightsmith.training.common import (
     trained_dtype,
     trainer_arguments,
 )
+
+
+class Rollouts(BaseModel):
+    """Who generates GRPO's completions: TRL's own ``model.generate``, or vLLM (TRL's ``use_vllm`` modes)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    engine: Literal["trl", "vllm"] = Field(
+        "trl",
+        description="'trl': the policy generates with transformers' generate (any device). 'vllm': TRL hands "
+        "generation to vLLM (Kwon et al. 2023, PagedAttention), with the policy's weights synced to it each step; "
+        "needs a CUDA GPU and the vllm extra (pip install 'weightsmith[vllm]').",
+    )
+    vllm_mode: Literal["colocate", "server"] = Field(
+        "colocate",
+        description="'colocate': vLLM runs inside each training process on the same GPU (no other process). "
+        "'server': a separate vLLM server (started with `trl vllm-serve --model MODEL_DIR` on other GPUs) "
+        "generates; the stage connects to server_url.",
+    )
+    gpu_memory_utilization: float = Field(
+        0.3, gt=0.0, le=1.0,
+        description="colocate only: the share of the GPU's memory vLLM reserves for its weights and KV cache "
+        "(the rest trains); a server takes its own flag.",
+    )
+    server_url: str | None = Field(
+        None, description="server only: the vLLM server's base URL (e.g. http://10.0.0.5:8000); null: TRL's default, "
+        "0.0.0.0:8000."
+    )
+
+    @model_validator(mode="after")
+    def _settings_of_the_mode(self) -> Rollouts:
+        if self.engine == "trl" and ("vllm_mode" in self.model_fields_set or "server_url" in self.model_fields_set
+                                     or "gpu_memory_utilization" in self.model_fields_set):
+            raise ValueError("vllm_mode, gpu_memory_utilization and server_url are vLLM settings: set engine: vllm")
+        if self.server_url is not None and self.vllm_mode != "server":
+            raise ValueError("server_url is for vllm_mode: server (colocate runs vLLM inside the stage)")
+        return self
+
+    def trainer_arguments(self) -> dict:
+        """The ``GRPOConfig`` fields these settings become ({} for TRL's own generation)."""
+        if self.engine == "trl":
+            return {}
+        if self.vllm_mode == "colocate":
+            return {"use_vllm": True, "vllm_mode": "colocate",
+                    "vllm_gpu_memory_utilization": self.gpu_memory_utilization}
+        url = {"vllm_server_base_url": self.server_url} if self.server_url else {}
+        return {"use_vllm": True, "vllm_mode": "server", **url}
+
 
 class Config(FineTuneConfig):
     lr: float = Field(1e-6, gt=0.0, description="Peak learning rate (AdamW).")
@@ -57,6 +110,11 @@ class Config(FineTuneConfig):
         "(Dr. GRPO). With a partial-credit reward, 'group' blows a 0.1-vs-0 difference in a group that got "
         "nothing right up to the same size as right-vs-wrong.",
     )
+    rollouts: Rollouts | None = Field(
+        None,
+        description="Who generates the completions: null or {engine: trl}, TRL's own generation; {engine: vllm, "
+        "vllm_mode: colocate | server, gpu_memory_utilization, server_url}, TRL's vLLM integration (CUDA only).",
+    )
 
     @model_validator(mode="after")
     def _groups_fit_in_a_batch(self) -> Config:
@@ -70,7 +128,32 @@ class Config(FineTuneConfig):
             raise ValueError("reward must name at least one reward")
         if self.reward_weights is not None and len(self.reward_weights) != len(names):
             raise ValueError(f"reward_weights has {len(self.reward_weights)} entries for {len(names)} rewards")
+        if self.uses_vllm and self.lora is not None and self.lora.quantize == "8bit":
+            # TRL 1.16 hands a 4-bit base to vLLM as bitsandbytes weights and refuses an 8-bit one with a traceback.
+            raise ValueError(
+                "rollouts.engine: vllm cannot generate from an 8-bit base (vLLM has no in-flight 8-bit quantization): "
+                "use lora.quantize: 4bit, or rollouts.engine: trl"
+            )
+        if self.uses_vllm and self.device == "cpu":
+            raise ValueError("rollouts.engine: vllm needs a CUDA GPU; on the CPU use rollouts.engine: trl")
         return self
+
+    def check_engines(self, precision: Precision) -> None:
+        """Refuse vLLM rollouts where they cannot run (called by :func:`check_device_settings` at stage start).
+
+        Raises:
+            UserError: ``rollouts.engine: vllm`` on the CPU or without vllm installed.
+        """
+        if self.uses_vllm and (where := missing_cuda_or(precision, "vllm")):
+            raise UserError(
+                f"rollouts.engine: vllm generates GRPO's completions with vLLM, which needs a CUDA GPU and the vllm "
+                f"package (pip install 'weightsmith[vllm]'), but {where}; use rollouts.engine: trl (TRL's own "
+                "generation) or leave rollouts out."
+            )
+
+    @property
+    def uses_vllm(self) -> bool:
+        return self.rollouts is not None and self.rollouts.engine == "vllm"
 
     @property
     def reward_names(self) -> list[str]:
@@ -173,7 +256,7 @@ def run(cfg: Config, inputs: StageInputs, ctx: StageContext) -> dict:
         train_dataset, report = mix(
             parts, examples_per_run(cfg, group=cfg.num_generations), ctx.seed, "grpo", unit="prompts"
         )
-    model = load_causal_lm(model_dir, "grpo")
+    model = load_causal_lm(model_dir, "grpo", cfg)
 
     args = GRPOConfig(
         # GRPO counts prompt + completion tokens itself; the Trainer's counter would look for input_ids.
@@ -184,6 +267,7 @@ def run(cfg: Config, inputs: StageInputs, ctx: StageContext) -> dict:
         beta=cfg.beta,
         scale_rewards=cfg.scale_rewards,
         reward_weights=cfg.reward_weights,
+        **(cfg.rollouts.trainer_arguments() if cfg.rollouts is not None else {}),
     )
     trainer = PreparedGRPOTrainer(
         model=model,

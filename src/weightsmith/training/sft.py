@@ -142,7 +142,7 @@ def build_trainer(cfg: Config, inputs: StageInputs, ctx: StageContext) -> tuple[
         from weightsmith.training.models import random_init_dir
 
         model_dir = random_init_dir(inputs.model_init.size, tokenizer, ctx.work_dir, ctx.seed, cfg.max_length)
-    model = load_causal_lm(model_dir, "sft")
+    model = load_causal_lm(model_dir, "sft", cfg)
     if cfg.padding_free:
         from weightsmith.training.attention import use_packed_attention
 
