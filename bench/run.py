@@ -1,9 +1,9 @@
 """Speed benchmarks: each one measures a baseline and our way side by side, in one run, and reports
 the ratio against a target. Not tests — a ratio on a busy machine is a measurement, not a verdict.
 
-    .venv/bin/python bench/run.py            # every bench; exit 1 when a ratio misses its target
-    .venv/bin/python bench/run.py sft_padding_free --json
-    .venv/bin/python bench/run.py --quick    # one round each; benches that can also shrink their workload
+    .venv/bin/python bench/run.py            # every bench and the table; exit 1 when a ratio misses its target
+    .venv/bin/python bench/run.py sft_padding_free --json   # the JSON document on stdout, the table on stderr
+    .venv/bin/python bench/run.py --quick    # one round each, smaller workloads
 
 The two variants run in alternating rounds (A B A B ...) on the same data, model and threads, so a
 machine that slows down mid-run slows both; the ratio is the median of the per-round ratios.
@@ -31,21 +31,29 @@ class Result:
     name: str
     what: str
     unit: str
-    baseline: float  # median over rounds, in `unit` (higher is better)
-    candidate: float
-    ratio: float  # median of candidate / baseline over rounds
-    target: float
+    baseline: float | None  # the reference, median over rounds, in `unit`; None where there is none (a scaling point)
+    candidate: float  # weightsmith
+    ratio: float | None  # median over rounds of candidate / baseline (baseline / candidate when lower_is_better)
+    target: float | None  # None: a measurement with no target (the table says "-")
     rounds: int
     details: dict | None = None  # a bench's whole table, when one ratio does not tell it all (serving)
+    lower_is_better: bool = False  # `unit` is a time (s/step): the ratio is still "how much better we are"
 
     @property
-    def met(self) -> bool:
-        return self.ratio >= self.target
+    def met(self) -> bool | None:
+        """Whether the ratio reaches the target; None for a measurement without one."""
+        if self.target is None:
+            return None
+        return self.ratio is not None and self.ratio >= self.target
 
 
-def alternate(baseline: Callable[[], float], candidate: Callable[[], float], rounds: int) -> tuple[list[float], list[float]]:
-    """Run the two measurements in alternating rounds after one warm-up each; return both series."""
-    baseline(), candidate()  # warm-up: first-call costs (lazy imports, allocator) hit neither series
+def alternate(baseline: Callable[[], float], candidate: Callable[[], float], rounds: int,
+              warmup: bool = True) -> tuple[list[float], list[float]]:
+    """Run the two measurements in alternating rounds after one warm-up each; return both series.
+
+    ``warmup=False`` skips the warm-up pair, for measurements that leave their own first steps out (``--quick``)."""
+    if warmup:
+        baseline(), candidate()  # warm-up: first-call costs (lazy imports, allocator) hit neither series
     a, b = [], []
     for _ in range(rounds):
         a.append(baseline())
@@ -53,12 +61,33 @@ def alternate(baseline: Callable[[], float], candidate: Callable[[], float], rou
     return a, b
 
 
-def summarize(name: str, what: str, unit: str, target: float, a: list[float], b: list[float]) -> Result:
+def summarize(name: str, what: str, unit: str, target: float | None, a: list[float], b: list[float],
+              lower_is_better: bool = False) -> Result:
+    """Reference series ``a`` and weightsmith series ``b`` (one value per round) as one result."""
+    pairs = zip(a, b, strict=True)
     return Result(
-        name=name, what=what, unit=unit, target=target, rounds=len(a),
+        name=name, what=what, unit=unit, target=target, rounds=len(a), lower_is_better=lower_is_better,
         baseline=statistics.median(a), candidate=statistics.median(b),
-        ratio=statistics.median(y / x for x, y in zip(a, b, strict=True)),
+        ratio=statistics.median(x / y if lower_is_better else y / x for x, y in pairs),
     )
+
+
+def _number(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:,.3g}" if abs(value) < 100 else f"{value:,.0f}"
+
+
+def table(results: list[Result]) -> str:
+    """The results as one markdown table: metric, weightsmith, reference, ratio, target, met?"""
+    lines = ["| metric | weightsmith | reference | ratio | target | met? |", "|---|---|---|---|---|---|"]
+    for r in results:
+        verdict = {None: "-", True: "yes", False: "**no**"}[r.met]
+        ratio = "-" if r.ratio is None else f"{r.ratio:.2f}x"
+        target = "-" if r.target is None else f">= {r.target:.2f}x"
+        lines.append(f"| {r.name} ({r.unit}) | {_number(r.candidate)} | {_number(r.baseline)} | {ratio} | {target} | "
+                     f"{verdict} |")
+    return "\n".join(lines)
 
 
 # --- the Quill fixture: a tokenizer and a `small` model built from the shipped domain -------------
@@ -81,8 +110,9 @@ def quill_fixture(root: Path, n_train: int = 512) -> dict:
 
 # --- benches ---------------------------------------------------------------------------------------
 
-def sft_tokens_per_second(root: Path) -> Callable[..., float]:
-    """A function that runs 24 SFT steps (batch 16) on Quill chats and returns the median tokens/s."""
+def sft_tokens_per_second(root: Path, steps: int = 24) -> Callable[..., float]:
+    """A function that runs ``steps`` SFT steps (batch 16) on Quill chats and returns the median tokens/s of the
+    4-step logging intervals after the first."""
     from weightsmith.training import sft
     from weightsmith.training.common import StageContext, StageInputs
 
@@ -94,7 +124,7 @@ def sft_tokens_per_second(root: Path) -> Callable[..., float]:
         base = root / f"sft-{next(counter)}"
         ctx = StageContext(work_dir=base / "work", output_dir=base / "out", seed=0,
                            metrics_path=base / "metrics.jsonl", result_path=base / "result.json")
-        cfg = sft.Config(padding_free=padding_free, batch_size=16, max_steps=24, logging_steps=4, save_steps=10**6,
+        cfg = sft.Config(padding_free=padding_free, batch_size=16, max_steps=steps, logging_steps=4, save_steps=10**6,
                          lr=1e-3, assistant_only_loss=False, device="cpu")
         sft.run(cfg, inputs, ctx)
         rows = [json.loads(line) for line in ctx.metrics_path.read_text().splitlines()]
@@ -103,34 +133,35 @@ def sft_tokens_per_second(root: Path) -> Callable[..., float]:
     return tokens_per_second
 
 
-def bench_sft_padding_free(root: Path, rounds: int) -> Result:
+def bench_sft_padding_free(root: Path, rounds: int, quick: bool = False) -> Result:
     """SFT tokens/s: padding-free batches (one row, per-conversation positions) vs padded batches."""
-    tokens_per_second = sft_tokens_per_second(root)
-    a, b = alternate(lambda: tokens_per_second(False), lambda: tokens_per_second(True), rounds)
+    tokens_per_second = sft_tokens_per_second(root, steps=8 if quick else 24)
+    a, b = alternate(lambda: tokens_per_second(False), lambda: tokens_per_second(True), rounds, warmup=not quick)
     return summarize("sft_padding_free", "SFT on Quill chats, padded → padding-free batches", "tokens/s", 1.3, a, b)
 
 
-def bench_sft_packed_attention(root: Path, rounds: int) -> Result:
+def bench_sft_packed_attention(root: Path, rounds: int, quick: bool = False) -> Result:
     """Padding-free SFT tokens/s: attention per conversation (ours) vs SDPA over the whole masked row."""
     from unittest import mock
 
-    tokens_per_second = sft_tokens_per_second(root)
+    tokens_per_second = sft_tokens_per_second(root, steps=8 if quick else 24)
 
     def masked_row() -> float:
         with mock.patch("weightsmith.training.attention.use_packed_attention", lambda model: None):
             return tokens_per_second()
 
-    a, b = alternate(masked_row, tokens_per_second, rounds)
+    a, b = alternate(masked_row, tokens_per_second, rounds, warmup=not quick)
     return summarize("sft_packed_attention", "padding-free SFT on Quill chats, block-diagonal masked row → "
                      "attention per conversation", "tokens/s", 1.15, a, b)
 
 
-def bench_generate_batched(root: Path, rounds: int) -> Result:
+def bench_generate_batched(root: Path, rounds: int, quick: bool = False) -> Result:
     """Eval generation prompts/s: our length-sorted batches of 32 vs one prompt at a time."""
     from weightsmith.evals.generate import generate
 
     fx = quill_fixture(root, n_train=64)
-    prompts = [json.loads(line)["prompt"] for line in Path(fx["eval_indist"]).read_text().splitlines()][:64]
+    lines = Path(fx["eval_indist"]).read_text().splitlines()
+    prompts = [json.loads(line)["prompt"] for line in lines][: 32 if quick else 64]
 
     def prompts_per_second(batch_size: int) -> float:
         start = time.perf_counter()
@@ -138,7 +169,8 @@ def bench_generate_batched(root: Path, rounds: int) -> Result:
         return len(prompts) / (time.perf_counter() - start)
 
     a, b = alternate(lambda: prompts_per_second(1), lambda: prompts_per_second(32), rounds)
-    return summarize("generate_batched", "greedy generation of 64 Quill prompts, one at a time → batches of 32",
+    return summarize("generate_batched",
+                     f"greedy generation of {len(prompts)} Quill prompts, one at a time → batches of 32",
                      "prompts/s", 4.0, a, b)
 
 
@@ -150,11 +182,24 @@ def bench_serving(root: Path, rounds: int, quick: bool = False) -> list[Result]:
     return serving.bench(root, rounds, quick=quick)
 
 
+def compared(name: str) -> Callable[..., list[Result]]:
+    """Bench ``name`` of ``bench/compare.py`` (weightsmith vs what users would pick instead), imported when it runs."""
+    def bench(root: Path, rounds: int, quick: bool = False) -> list[Result]:
+        import compare
+
+        return compare.BENCHES[name](root, rounds, quick=quick)
+
+    bench.__name__ = f"bench_{name}"
+    return bench
+
+
 BENCHES: dict[str, Callable[..., Result | list[Result]]] = {
     "sft_padding_free": bench_sft_padding_free,
     "sft_packed_attention": bench_sft_packed_attention,
     "generate_batched": bench_generate_batched,
     "serving": bench_serving,
+    # bench/compare.py: the peak, a hand loop, TRL at its defaults, one generate() per example, scaling curves
+    **{name: compared(name) for name in ("peak", "pretrain", "sft", "rl", "eval", "scale_model", "scale_data")},
 }
 
 
@@ -164,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds per bench (default 3)")
     parser.add_argument("--json", action="store_true", help="print one JSON document at the end")
     parser.add_argument("--quick", action="store_true",
-                        help="one round each, and a smaller workload where a bench has one (serving)")
+                        help="one round each, and each bench's smaller workload (serving: a quarter of its requests)")
     args = parser.parse_args(argv)
     unknown = [n for n in args.names if n not in BENCHES]
     if unknown:
@@ -185,19 +230,25 @@ def main(argv: list[str] | None = None) -> int:
         bench = BENCHES[name]
         kwargs = {"quick": True} if args.quick and "quick" in inspect.signature(bench).parameters else {}
         # What the timed runs print (the Trainer's summary dict) goes to stderr: stdout is the JSON.
+        started = time.perf_counter()
         with tempfile.TemporaryDirectory(prefix=f"bench-{name}-") as tmp, contextlib.redirect_stdout(sys.stderr):
             outcome = bench(Path(tmp), rounds, **kwargs)
+        print(f"bench {name}: {time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
         for result in outcome if isinstance(outcome, list) else [outcome]:
             results.append(result)
-            verdict = "met" if result.met else "MISSED"
-            print(f"{result.name}: {result.what}: {result.baseline:,.1f} → {result.candidate:,.1f} {result.unit}, "
-                  f"{result.ratio:.2f}x (target {result.target:.2f}x, {verdict})", file=sys.stderr)
+            verdict = {None: "no target", True: "met", False: "MISSED"}[result.met]
+            ratio = "" if result.ratio is None else f", {result.ratio:.2f}x"
+            target = "" if result.target is None else f"target {result.target:.2f}x, "
+            print(f"{result.name}: {result.what}: {_number(result.baseline)} → {_number(result.candidate)} "
+                  f"{result.unit}{ratio} ({target}{verdict})", file=sys.stderr, flush=True)
+    # The table on stdout; under --json it goes to stderr and stdout holds the one JSON document.
+    print(table(results), file=sys.stderr if args.json else sys.stdout, flush=True)
     if args.json:
         print(json.dumps({
-            "threads": torch.get_num_threads(), "cpus": os.cpu_count(),
+            "threads": torch.get_num_threads(), "cpus": os.cpu_count(), "quick": args.quick,
             "benches": [{**asdict(r), "met": r.met} for r in results],
         }, indent=2))
-    return 0 if all(r.met for r in results) else 1
+    return 0 if all(r.met is not False for r in results) else 1
 
 
 if __name__ == "__main__":
