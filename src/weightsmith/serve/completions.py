@@ -269,8 +269,7 @@ async def answer(flight: Flight, client_gone: Callable[[], Awaitable[None]] | No
     """
     submit(flight)
     if flight.body.stream:
-        generator = _stream_chat(flight) if flight.endpoint == CHAT else _stream_completion(flight)
-        return StreamingResponse(generator, media_type="text/event-stream",
+        return StreamingResponse(_stream(flight), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
     waiting = asyncio.ensure_future(asyncio.gather(*(handle.aresult() for handle in flight.handles)))
     gone = asyncio.ensure_future(client_gone()) if client_gone is not None else None
@@ -516,26 +515,19 @@ def _include_usage(flight: Flight) -> bool:
     return bool(options and options.include_usage)
 
 
-async def _stream_chat(flight: Flight) -> AsyncIterator[str]:
-    top = flight.params.top_logprobs
-    usage_wanted = _include_usage(flight)
-    base = {"id": flight.request_id, "created": flight.created, "model": flight.version}
+async def _stream(flight: Flight) -> AsyncIterator[str]:
+    """A streamed answer: its chunks, then the usage chunk when asked and ``[DONE]``; on an engine failure the
+    error event instead; logged (or abandoned, when the client left first) however it ends."""
+    chat = flight.endpoint == CHAT
     results, status = None, "ok"
     try:
-        # OpenAI opens every choice with the assistant role and empty content.
-        yield _sse(p.ChatCompletionChunk(**base, choices=[
-            p.ChunkChoice(index=j, delta=p.ChunkDelta(role="assistant", content="")) for j in range(flight.params.n)]))
-        async for _, event in _merged(flight.handles):
-            if flight.first_token is None and event.token_ids:
-                flight.first_token = time.monotonic()
-            if not (event.text or event.finish_reason or event.logprobs):
-                continue
-            yield _sse(p.ChatCompletionChunk(**base, choices=[p.ChunkChoice(
-                index=event.index, delta=p.ChunkDelta(content=event.text),
-                logprobs=chat_logprobs(event.logprobs, top), finish_reason=event.finish_reason)]))
+        async for chunk in (_chat_chunks(flight) if chat else _completion_chunks(flight)):
+            yield chunk
         results = [await handle.aresult() for handle in flight.handles]
-        if usage_wanted:
-            yield _sse(p.ChatCompletionChunk(**base, choices=[], usage=_usage(results)))
+        if _include_usage(flight):
+            base = {"id": flight.request_id, "created": flight.created, "model": flight.version}
+            chunk_type = p.ChatCompletionChunk if chat else p.Completion
+            yield _sse(chunk_type(**base, choices=[], usage=_usage(results)))
         yield DONE
     except EngineError as exc:
         results, status = await _settled(flight), "error"
@@ -547,41 +539,42 @@ async def _stream_chat(flight: Flight) -> AsyncIterator[str]:
             abandon(flight)
 
 
-async def _stream_completion(flight: Flight) -> AsyncIterator[str]:
+async def _chat_chunks(flight: Flight) -> AsyncIterator[str]:
+    top = flight.params.top_logprobs
+    base = {"id": flight.request_id, "created": flight.created, "model": flight.version}
+    # OpenAI opens every choice with the assistant role and empty content.
+    yield _sse(p.ChatCompletionChunk(**base, choices=[
+        p.ChunkChoice(index=j, delta=p.ChunkDelta(role="assistant", content="")) for j in range(flight.params.n)]))
+    async for _, event in _merged(flight.handles):
+        if flight.first_token is None and event.token_ids:
+            flight.first_token = time.monotonic()
+        if not (event.text or event.finish_reason or event.logprobs):
+            continue
+        yield _sse(p.ChatCompletionChunk(**base, choices=[p.ChunkChoice(
+            index=event.index, delta=p.ChunkDelta(content=event.text),
+            logprobs=chat_logprobs(event.logprobs, top), finish_reason=event.finish_reason)]))
+
+
+async def _completion_chunks(flight: Flight) -> AsyncIterator[str]:
     body, n, top = flight.body, flight.body.n, flight.params.top_logprobs
-    usage_wanted = _include_usage(flight)
     base = {"id": flight.request_id, "created": flight.created, "model": flight.version}
     offsets = {}
-    results, status = None, "ok"
-    try:
-        if body.echo:
-            for i in range(len(flight.handles)):
-                text = _prompt_text(flight, i)
-                for j in range(n):
-                    offsets[i * n + j] = len(text)
-                    yield _sse(p.Completion(**base, choices=[p.CompletionChoice(index=i * n + j, text=text)]))
-        async for i, event in _merged(flight.handles):
-            if flight.first_token is None and event.token_ids:
-                flight.first_token = time.monotonic()
-            if not (event.text or event.finish_reason or event.logprobs):
-                continue
-            index = i * n + event.index
-            logprobs = completion_logprobs(event.logprobs, top, offsets.get(index, 0))
-            offsets[index] = offsets.get(index, 0) + len(event.text)
-            yield _sse(p.Completion(**base, choices=[p.CompletionChoice(
-                index=index, text=event.text, logprobs=logprobs, finish_reason=event.finish_reason)]))
-        results = [await handle.aresult() for handle in flight.handles]
-        if usage_wanted:
-            yield _sse(p.Completion(**base, choices=[], usage=_usage(results)))
-        yield DONE
-    except EngineError as exc:
-        results, status = await _settled(flight), "error"
-        yield _sse_error(_engine_failed(flight, exc))
-    finally:
-        if results is not None:
-            finish(flight, results, status=status)
-        else:
-            abandon(flight)
+    if body.echo:
+        for i in range(len(flight.handles)):
+            text = _prompt_text(flight, i)
+            for j in range(n):
+                offsets[i * n + j] = len(text)
+                yield _sse(p.Completion(**base, choices=[p.CompletionChoice(index=i * n + j, text=text)]))
+    async for i, event in _merged(flight.handles):
+        if flight.first_token is None and event.token_ids:
+            flight.first_token = time.monotonic()
+        if not (event.text or event.finish_reason or event.logprobs):
+            continue
+        index = i * n + event.index
+        logprobs = completion_logprobs(event.logprobs, top, offsets.get(index, 0))
+        offsets[index] = offsets.get(index, 0) + len(event.text)
+        yield _sse(p.Completion(**base, choices=[p.CompletionChoice(
+            index=index, text=event.text, logprobs=logprobs, finish_reason=event.finish_reason)]))
 
 
 def new_request_id(endpoint: str) -> str:

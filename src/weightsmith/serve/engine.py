@@ -24,6 +24,7 @@ sampling (:mod:`weightsmith.serve._sampling`).
 
 from __future__ import annotations
 
+import abc
 import collections
 import logging
 import secrets
@@ -97,7 +98,7 @@ def _choice_generator(params: SamplingParams, index: int) -> torch.Generator | N
     return torch.Generator().manual_seed(int(state) & (2**63 - 1))
 
 
-class _EngineBase:
+class _EngineBase(abc.ABC):
     """Loading, validation, the request queue and the worker thread the two engines share."""
 
     kind: str = ""
@@ -278,8 +279,9 @@ class _EngineBase:
     def _running_requests(self) -> list[_Request]:
         return []
 
+    @abc.abstractmethod
     def _serve(self) -> None:
-        raise NotImplementedError
+        """The engine thread's loop: take requests from the queue and generate until the engine closes."""
 
     def _warm_up(self) -> None:
         # The first forward pass pays for lazy initialisation (allocator, kernels); not the first request's.
