@@ -17,6 +17,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from helpers import memorise, one_torch_thread
+
 CHAT_TEMPLATE = (
     "{% for m in messages %}<{{ m.role }}>{{ m.content }}<eos>{% endfor %}"
     "{% if add_generation_prompt %}<assistant>{% endif %}"
@@ -58,29 +60,15 @@ def train_tiny_chat_model(directory: Path, chats: dict[str, str], seed: int = 0,
     config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                          num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=CONTEXT,
                          eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, bos_token_id=None)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            if size is None:
-                model = LlamaForCausalLM(config)
-            else:
-                from weightsmith.training.models import build_model
+    with one_torch_thread(), torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        if size is None:
+            model = LlamaForCausalLM(config)
+        else:
+            from weightsmith.training.models import build_model
 
-                model = build_model(size, tokenizer, max_positions=CONTEXT)
-            batch = tokenizer(texts, padding=True, return_tensors="pt", add_special_tokens=False)
-            labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
-            optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
-            for _ in range(80):  # the loss is flat from about step 60 (only the first tokens stay uncertain)
-                loss = model(**batch, labels=labels).loss
-                loss.backward()
-                optimizer.step()
-                optimizer.zero_grad()
-    finally:
-        torch.set_num_threads(threads)
-    assert loss.item() < 0.1, f"the tiny model did not learn its answers (loss {loss.item():.3f})"
-    model.eval()
+            model = build_model(size, tokenizer, max_positions=CONTEXT)
+        memorise(model, tokenizer, texts, steps=80)  # the loss is flat from about step 60 (only the first tokens stay uncertain)
     model.save_pretrained(directory)
     tokenizer.save_pretrained(directory)
     return directory

@@ -8,11 +8,12 @@ unchanged. A few seconds of training on four conversations gives it sharp, known
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import pytest
 import torch
+from helpers import memorise
+from helpers import one_torch_thread as one_torch_thread_
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
@@ -53,34 +54,12 @@ def _build_tokenizer() -> PreTrainedTokenizerFast:
 
 
 def _train(model: LlamaForCausalLM, tokenizer: PreTrainedTokenizerFast, steps: int = 120) -> None:
-    batch = tokenizer(_training_texts(), padding=True, return_tensors="pt", add_special_tokens=False)
-    labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
-    model.train()
-    for _ in range(steps):
-        loss = model(**batch, labels=labels).loss
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad()
-    model.eval()
-    assert loss.item() < 0.1, f"tiny model did not memorise its answers (loss {loss.item():.3f})"
-
-
-@contextmanager
-def _one_torch_thread() -> Iterator[None]:
-    # Models this small gain nothing from two threads, and on a busy two-core machine
-    # OpenMP's spinning threads wait on each other: the same work took 30 s instead of 0.5 s.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
+    memorise(model, tokenizer, _training_texts(), steps)
 
 
 @pytest.fixture(autouse=True, scope="module")
 def one_torch_thread() -> Iterator[None]:
-    with _one_torch_thread():
+    with one_torch_thread_():
         yield
 
 
@@ -108,7 +87,7 @@ def tiny_chat_model(tmp_path_factory) -> TinyChatModel:
         bos_token_id=None,
     )
     # Session fixtures are set up before the module-scoped one_torch_thread, hence our own.
-    with _one_torch_thread(), torch.random.fork_rng(devices=[]):
+    with one_torch_thread_(), torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         model = LlamaForCausalLM(config)
         _train(model, tokenizer)
@@ -124,7 +103,7 @@ def untrained_chat_model(tmp_path_factory, tiny_chat_model) -> str:
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     config = AutoConfig.from_pretrained(tiny_chat_model.path)
-    with _one_torch_thread(), torch.random.fork_rng(devices=[]):
+    with one_torch_thread_(), torch.random.fork_rng(devices=[]):
         torch.manual_seed(1)
         model = AutoModelForCausalLM.from_config(config)
     directory = tmp_path_factory.mktemp("untrained_chat_model")

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from export.export_helpers import chat_text, one_torch_thread
+from export.export_helpers import chat_text
+from helpers import memorise, one_torch_thread
 
 CHATS = {
     "Which depot gets truck 7?": "Truck 7 goes to the north depot.",
@@ -49,15 +50,7 @@ def export_models(tmp_path_factory) -> ExportModels:
     with one_torch_thread(), torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         model = build_model("tiny", tokenizer, max_positions=256)
-        batch = tokenizer(train_texts, padding=True, return_tensors="pt")
-        labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
-        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
-        for _ in range(100):
-            loss = model(**batch, labels=labels).loss
-            loss.backward()
-            optimizer.step()
-            optimizer.zero_grad()
-        assert loss.item() < 0.1, f"the tiny model did not learn its answers (loss {loss.item():.3f})"
+        memorise(model, tokenizer, train_texts, steps=100, add_special_tokens=True)
         chat = tmp_path_factory.mktemp("chat_model")
         model.eval().save_pretrained(chat)
         tokenizer.save_pretrained(chat)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from export.export_helpers import one_torch_thread
+from helpers import one_torch_thread
 
 from weightsmith.errors import UserError
 from weightsmith.export.gguf import Lineage, export_gguf

@@ -8,7 +8,8 @@ these tests skip, and ``bench/gguf_parity.py`` is the same check by hand.
 from __future__ import annotations
 
 import pytest
-from export.export_helpers import chat_text, one_torch_thread
+from export.export_helpers import chat_text
+from helpers import one_torch_thread
 
 # Only an absent package skips; one installed but broken fails, as it would for a user.
 pytest.importorskip("llama_cpp", exc_type=ModuleNotFoundError,

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import memorise
 
 from weightsmith.errors import UserError
 from weightsmith.serve.engine import BatchedEngine, NaiveEngine, load_engine
@@ -54,15 +55,7 @@ def _train_tiny_model(directory: Path) -> Path:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         model = LlamaForCausalLM(config)
-        batch = tokenizer(texts, padding=True, return_tensors="pt", add_special_tokens=False)
-        labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
-        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
-        for _ in range(150):
-            loss = model(**batch, labels=labels).loss
-            loss.backward()
-            optimizer.step()
-            optimizer.zero_grad()
-    assert loss.item() < 0.1, f"the tiny model did not learn its answers (loss {loss.item():.3f})"
+        memorise(model, tokenizer, texts, steps=150)
     model.eval().save_pretrained(directory)
     tokenizer.save_pretrained(directory)
     return directory
