@@ -44,7 +44,7 @@ def test_quantize_is_a_lora_setting_of_every_fine_tuning_stage():
 def test_quantize_maps_onto_bitsandbytes_config():
     from transformers import BitsAndBytesConfig
 
-    from weightsmith.training.common import LoraSettings, quantization_config
+    from weightsmith.training.lora import LoraSettings, quantization_config
 
     assert quantization_config(None) is None and quantization_config(LoraSettings()) is None
     four = quantization_config(LoraSettings(quantize="4bit"), "bfloat16")
@@ -75,7 +75,7 @@ def _lora_model(model_dir):
 def test_the_adapters_merge_into_a_rebuilt_base(tiny_model_dir):
     """QLoRA's save: the adapters are taken off, the base rebuilt (dequantized on a GPU; as is here), and
     the same adapters merged into it: the same weights as peft's own merge, in a plain model."""
-    from weightsmith.training.common import _merge_into_rebuilt_base, merge_adapters
+    from weightsmith.training.lora import _merge_into_rebuilt_base, merge_adapters
 
     model = _lora_model(tiny_model_dir)
     expected = {name: t.clone() for name, t in copy.deepcopy(model).merge_and_unload().state_dict().items()}

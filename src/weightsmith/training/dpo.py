@@ -26,12 +26,10 @@ from weightsmith.training.common import (
     FineTuneConfig,
     StageContext,
     StageInputs,
-    check_lora_targets,
     check_start_model,
     load_causal_lm,
     load_tokenizer,
     log_line,
-    lora_config,
     prepare_output_dir,
     read_rows,
     save_model_dir,
@@ -40,6 +38,7 @@ from weightsmith.training.common import (
     trained_dtype,
     trainer_arguments,
 )
+from weightsmith.training.lora import check_lora_targets, lora_config
 
 _PREFERENCE_KEYS = ("prompt", "chosen", "rejected")
 

@@ -29,12 +29,10 @@ from weightsmith.training.common import (
     Precision,
     StageContext,
     StageInputs,
-    check_lora_targets,
     check_start_model,
     load_causal_lm,
     load_tokenizer,
     log_line,
-    lora_config,
     missing_cuda_or,
     prepare_output_dir,
     read_rows,
@@ -44,6 +42,7 @@ from weightsmith.training.common import (
     trained_dtype,
     trainer_arguments,
 )
+from weightsmith.training.lora import check_lora_targets, lora_config
 
 
 class Rollouts(BaseModel):
