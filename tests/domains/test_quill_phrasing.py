@@ -94,6 +94,21 @@ def test_renderer_is_deterministic_by_seed(splits):
         [t.request for t in small["phrasing"]]
 
 
+def test_the_same_seed_words_the_same_splits_in_any_process():
+    # Python salts str hashes per process: a draw that walks a set in its own order words another
+    # split in CI than here (it did: a typo then fell on a held-out marker in one process only).
+    import os
+    import subprocess
+    import sys
+
+    code = ("import hashlib; from weightsmith.domains.quill import make_splits; "
+            "s = make_splits(seed=11, n_train=200, n_test=60); "
+            "print(hashlib.sha256(repr([(t.request, t.families) for k in sorted(s) for t in s[k]]).encode()).hexdigest())")
+    digests = {subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONHASHSEED": str(h)},
+                              capture_output=True, text=True, check=True).stdout for h in (1, 2, 3)}
+    assert len(digests) == 1, digests
+
+
 # ---- every phrasing renders, says what the program needs, and its program runs ----------------------
 
 # Words of the register that carry a number without writing it.

@@ -266,8 +266,13 @@ class _Renderer:
             return text
         if family.typos:
             protected = {s.name for s in self.program_.statements if not isinstance(s, Portfolio)}
+            # A typo never lands inside what shows a held-out family (its marker): a misspelt
+            # `voluem 10d` would no longer be the postfix family the split promises.
+            shown = [(m.start(), m.end()) for f in self.primary.values() if f is not None and f.role == "heldout"
+                     for marker in f.markers for m in marker.finditer(text)]
             spots = [(m.start(), m.end(), word) for word in family.typos if word not in protected
-                     for m in re.finditer(rf"(?<![\w-]){re.escape(word)}(?![\w-])", text)]
+                     for m in re.finditer(rf"(?<![\w-]){re.escape(word)}(?![\w-])", text)
+                     if not any(m.start() < end and start < m.end() for start, end in shown)]
             spots.sort()
             chosen = sorted(self.rng.sample(spots, min(family.typos_per_request, len(spots))), reverse=True)
             for start, end, word in chosen:

@@ -106,7 +106,9 @@ def heldout_phrasing_task(program: Program, rng: random.Random, book: PhraseBook
     """A phrasing-split task: ``program`` worded with one heldout family, the least used so far
     among those that can word it (a join family needs several statements, a bucket family a
     portfolio), so each held-out family gets its share of the split. ``uses`` is updated."""
-    order = sorted(book.heldout_ids, key=lambda fid: (uses[fid], rng.random()))
+    # The ids in a fixed order before the draws: a frozenset's own order changes with PYTHONHASHSEED,
+    # which made the same seed word a different split in another process.
+    order = sorted(sorted(book.heldout_ids), key=lambda fid: (uses[fid], rng.random()))
     for fid in order:
         task = make_task(program, "phrasing", rng, book, force=fid)
         if fid in task.families:
