@@ -316,11 +316,41 @@ def test_number_families_write_thresholds_exactly_in_their_units():
 
 def test_typos_and_casing_never_touch_names_or_numbers():
     source = "signal value = ts_mean(volume, 20) / ts_std(returns, 10)\nportfolio long_short(value, top=0.25)"
-    for family_id in ("typos", "typos-b", "lowercase"):
+    for family_id in ("typos", "typos-b", "slips", "lowercase"):
         for seed in range(20):
             text = render_request(parse(source), random.Random(seed), force=family_id).text
             assert re.search(r"\bvalue\b", text)
             assert_solvable(source, text)
+
+
+def test_slips_change_one_letter_of_a_word_and_never_show_a_heldout_typo():
+    # "high" slips to "hihg" (a swap) and "close" to "clsoe": both are typos-b's held-out misspellings,
+    # so a training request may slip anywhere but there.
+    source = "signal value = ts_mean(close, 20) - high\nportfolio long_short(value, top=0.2)"
+    seen = set()
+    for seed in range(300):
+        rendering = render_request(parse(source), random.Random(seed), force="slips")
+        plain = render_request(parse(source), random.Random(seed), force="slips").text
+        assert rendering.text == plain and "slips" in rendering.families
+        assert re.search(r"\bvalue\b", rendering.text) and BOOK.leaks(rendering.text) == []
+        assert_solvable(source, rendering.text)
+        seen.add(rendering.text)
+    assert len(seen) > 50  # the slips land on different letters of different words
+
+
+def test_each_program_worded_several_times_leaves_the_eval_splits_as_they_were():
+    once = make_splits(seed=5, n_train=120, n_test=30)
+    thrice = make_splits(seed=5, n_train=120, n_test=30, renderings=3)
+    assert all(once[split] == thrice[split] for split in ("indist", "heldout", "phrasing"))
+    programs = [t.program for t in thrice["train"]]
+    assert set(programs) == {t.program for t in once["train"]} and 120 < len(programs) <= 360
+    by_program: dict[str, list[str]] = {}
+    for task in thrice["train"]:
+        by_program.setdefault(task.program, []).append(task.request)
+    assert all(len(set(requests)) == len(requests) for requests in by_program.values())  # no wording twice
+    assert phrasing_split_violations(thrice) == []
+    with pytest.raises(ValueError, match="renderings must be at least 1"):
+        make_splits(seed=5, n_train=10, n_test=5, renderings=0)
 
 
 def test_an_operation_on_the_left_of_arithmetic_is_bracketed():
@@ -445,6 +475,8 @@ BAD_BOOKS = [
      r"idioms\[0\]\.match: 'ts_std\(returns, n' is not a Quill expression"),
     (lambda raw: _family(raw, "ask").pop("markers"),
      r"families\[\d+\] \('ask'\)\.markers: a heldout family needs markers"),
+    (lambda raw: _family(raw, "slips").update({"edits": 0}),
+     r"\('slips'\)\.edits: must be a whole number of at least 1"),
     (lambda raw: _family(raw, "desk").update({"wieght": 3}),
      r"\('desk'\)\.wieght: is not a key of a words family \(did you mean 'weight'\?\)"),
 ]

@@ -110,11 +110,12 @@ def test_an_auto_run_on_the_cpu_trains_and_saves_fp32(tmp_path, capsys, data_dir
     assert saved_dtypes(tmp_path / "out") == {torch.float32}
 
 
-def sft_losses(tmp_path, data_dir, tiny_model_dir, checkpointing: bool) -> tuple[list[float], bool]:
+def sft_losses(tmp_path, data_dir, tiny_model_dir, checkpointing: bool = False,
+               compile: bool = False) -> tuple[list[float], bool]:
     from weightsmith.training.common import StageInputs
     from weightsmith.training.sft import Config, build_trainer
 
-    cfg = Config(**{**FAST, "max_steps": 3}, activation_checkpointing=checkpointing)
+    cfg = Config(**{**FAST, "max_steps": 3}, activation_checkpointing=checkpointing, compile=compile)
     trainer, _ = build_trainer(cfg, StageInputs(**chat_inputs(data_dir, tiny_model_dir)), stage_context(tmp_path))
     trainer.train()
     losses = [row["loss"] for row in trainer.state.log_history if "loss" in row]
@@ -158,3 +159,21 @@ def test_a_bitsandbytes_optimizer_on_the_cpu_is_refused_in_one_sentence(tmp_path
         "(pip install bitsandbytes), but this stage runs on the CPU; use one of adamw_torch, adamw_torch_fused, "
         "adafactor, sgd, adagrad, rmsprop or leave optim out."
     )
+
+
+def test_a_compiled_model_trains_to_the_same_loss_and_saves_plain_weights(tmp_path, capsys, data_dir, tiny_model_dir):
+    losses = {}
+    for compile in (False, True):
+        base = tmp_path / str(compile)
+        result, _ = run_in_process(base, capsys, "sft", {**FAST, "max_steps": 3, "compile": compile},
+                                   chat_inputs(data_dir, tiny_model_dir))
+        assert result["steps"] == 3
+        assert json.loads((base / "trainer_args.json").read_text())["torch_compile"] is compile
+        losses[compile] = [row["loss"] for row in map(json.loads, (base / "metrics.jsonl").read_text().splitlines())
+                           if "loss" in row]
+    # Inductor fuses and reorders float arithmetic: the same three losses (after two updates) to float tolerance.
+    assert len(losses[True]) == 3 and losses[True] == pytest.approx(losses[False], rel=1e-3)
+    from safetensors.torch import load_file
+
+    keys = load_file(str(tmp_path / "True" / "out" / "model.safetensors")).keys()
+    assert keys and not any("_orig_mod" in key for key in keys)  # the plain model's names, loadable as is

@@ -44,6 +44,7 @@ def build_datasets(
     config: GeneratorConfig | None = None,
     n_phrasing: int | None = None,
     phrasebook: str | Path | PhraseBook | None = None,
+    renderings: int = 1,
 ) -> dict[str, Path]:
     """Build the Quill datasets into ``out_dir``; returns ``{name: path}``.
 
@@ -59,6 +60,8 @@ def build_datasets(
         system: put the Quill system prompt in every conversation.
         n_phrasing: size of the held-out-phrasing eval split (defaults to n_test).
         phrasebook: the phrase book (a YAML file, or one loaded); default: the shipped one.
+        renderings: wordings of each train program (``make_splits``): up to ``n_train * renderings``
+            train chats, ``n_train`` distinct programs.
 
     Raises:
         UserError: the phrase book is invalid, or a heldout family's marker shows in training text.
@@ -69,7 +72,7 @@ def build_datasets(
     manual = build_manual(seed, n_manual_examples)
     in_manual = frozenset(program_key(p) for p in manual_programs(manual))
     splits = make_splits(seed, n_train, n_test, n_heldout, config, exclude_from_eval=in_manual,
-                         n_phrasing=n_phrasing, phrasebook=book)
+                         n_phrasing=n_phrasing, phrasebook=book, renderings=renderings)
     problems = structural_split_violations(splits["train"] + splits["indist"] + splits["phrasing"],
                                            splits["heldout"], sorted(config.exclude_pairs))
     if problems:  # the generator guarantees this; a failure here is a bug, not bad input
@@ -102,7 +105,8 @@ def build_datasets(
             "domain": "quill",
             "generator_version": GENERATOR_VERSION,
             "seed": seed,
-            "counts": {"train": len(splits["train"]), "eval_indist": len(splits["indist"]),
+            "counts": {"train": len(splits["train"]), "train_programs": len({t.program for t in splits["train"]}),
+                       "renderings": renderings, "eval_indist": len(splits["indist"]),
                        "eval_heldout": len(splits["heldout"]), "eval_phrasing": len(splits["phrasing"]),
                        "manual_documents": len(manual),
                        "manual_bytes": manual_bytes, "manual_programs_excluded_from_eval": len(in_manual)},

@@ -29,6 +29,8 @@ from weightsmith.domains.quill.phrasebook import (
 _INFIX_ARITHMETIC = {"add", "sub", "mul", "div"}
 COMPARISONS = {"gt", "ge", "lt", "le", "eq", "ne"}
 TILES = {0.1: "decile", 0.2: "quintile", 0.25: "quartile", 0.5: "half"}
+# Words that carry a number without writing it (a slip there would lose the number).
+NUMBER_WORDS = frozenset(TILES.values()) | {"prev", "yday", "sqrt", "square", "signed"}
 KEYWORD_STARTS = ("signal ", "filter ")  # a statement that starts like Quill code keeps its lower case
 
 
@@ -279,9 +281,38 @@ class _Renderer:
                 text = text[:start] + self.rng.choice(family.typos[word]) + text[end:]
             if chosen:
                 self.used.add(family.id)
+        if family.edits:
+            text = self.slips(text, family.edits)
+            self.used.add(family.id)
         if family.casing == "lower":
             text = text.lower()
             self.used.add(family.id)
+        return text
+
+
+    def slips(self, text: str, count: int) -> str:
+        """``count`` random one-letter slips (two neighbouring letters swapped, one dropped, one
+        doubled) in words of four letters or more — never in a statement's name or a word that
+        carries a number (``quintile``), nor where a slip
+        would show a held-out family's marker (a training request must not) — noise augmentation in
+        the sense of EDA (Wei & Zou 2019), at the character level."""
+        protected = {s.name for s in self.program_.statements if not isinstance(s, Portfolio)} if self.program_ else set()
+        heldout = [f for f in self.book.families.values() if f.role == "heldout" and f not in self.primary.values()]
+        for _ in range(count):
+            words = [m for m in re.finditer(r"[A-Za-z]{4,}", text) if m.group() not in protected
+                     and not m.group().lower().startswith(tuple(NUMBER_WORDS))]
+            for _attempt in range(8):
+                if not words:
+                    return text
+                m = self.rng.choice(words)
+                word, i = m.group(), self.rng.randrange(1, len(m.group()) - 1)
+                how = self.rng.choice(("swap", "drop", "double"))
+                slipped = (word[:i] + word[i + 1] + word[i] + word[i + 2:] if how == "swap"
+                           else word[:i] + word[i + 1:] if how == "drop" else word[:i] + word[i] + word[i:])
+                candidate = text[:m.start()] + slipped + text[m.end():]
+                if slipped != word and not any(marker.search(candidate) for f in heldout for marker in f.markers):
+                    text = candidate
+                    break
         return text
 
 

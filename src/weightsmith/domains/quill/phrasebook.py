@@ -39,7 +39,7 @@ KIND_KEYS = {
     "frames": ("signal", "filter", "portfolio", "openers", "where", "top", "top_inline", "join", "end", "capitalize"),
     "words": ("operators", "fields", "idioms", "idiom_rate"),
     "numbers": ("millions", "thousands", "bps", "percent"),
-    "noise": ("typos", "typos_per_request", "casing"),
+    "noise": ("typos", "typos_per_request", "edits", "casing"),
 }
 CASINGS = ("lower",)
 
@@ -107,6 +107,7 @@ class Family:
     # noise
     typos: dict[str, tuple[str, ...]] = field(default_factory=dict)
     typos_per_request: int = 1
+    edits: int = 0  # random one-letter slips a request (swap, drop or double a letter)
     casing: str | None = None
 
     def phrasings(self) -> list[tuple[str, str]]:
@@ -467,6 +468,11 @@ def _noise(entry: dict, where: str, fail) -> dict:
         if not isinstance(n, int) or isinstance(n, bool) or n < 1:
             raise fail(f"{where}.typos_per_request", "must be a whole number of at least 1")
         out["typos_per_request"] = n
+    if "edits" in entry:
+        n = entry["edits"]
+        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+            raise fail(f"{where}.edits", "must be a whole number of at least 1 (random slips a request)")
+        out["edits"] = n
     if "casing" in entry:
         if entry["casing"] not in CASINGS:
             raise fail(f"{where}.casing", f"must be one of {', '.join(CASINGS)}")

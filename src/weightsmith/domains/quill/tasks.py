@@ -29,7 +29,7 @@ from weightsmith.domains.quill.phrasebook import PhraseBook, load_phrasebook
 from weightsmith.domains.quill.verify import score, verification_panels
 from weightsmith.errors import UserError
 
-GENERATOR_VERSION = "quill-tasks-2"  # 2: requests worded from the phrase book; the phrasing split
+GENERATOR_VERSION = "quill-tasks-3"  # 2: requests worded from the phrase book; the phrasing split; 3: slips, renderings, hash-seed-free draws
 MAX_MISSES = 300
 SYSTEM_PROMPT = ("You write programs in Quill, a language for signals on daily market data. "
                  "Reply with the Quill program only.")
@@ -127,6 +127,7 @@ def make_splits(
     exclude_from_eval: frozenset[str] = frozenset(),
     n_phrasing: int | None = None,
     phrasebook: PhraseBook | None = None,
+    renderings: int = 1,
 ) -> dict[str, list[Task]]:
     """Draw the train, indist, heldout and phrasing task lists; the same seed gives the same lists.
 
@@ -137,7 +138,15 @@ def make_splits(
             e.g. the programs printed in the manual the model pre-trains on.
         n_phrasing: size of the held-out-phrasing split (defaults to n_test).
         phrasebook: how requests are worded (default: the shipped phrase book).
+        renderings: how many times each train program is worded (independent draws of the phrase
+            book's train families; a wording drawn twice is kept once): ``n_train`` programs give up
+            to ``n_train * renderings`` train tasks, each program's wordings side by side. Rendering
+            costs a fraction of drawing a program, so this is the cheap way to more ways of saying
+            things. The extra wordings draw from their own random stream: the eval splits and each
+            program's first wording are the same whatever ``renderings`` is.
     """
+    if renderings < 1:
+        raise ValueError(f"renderings must be at least 1, got {renderings}")
     n_heldout = n_test if n_heldout is None else n_heldout
     n_phrasing = n_test if n_phrasing is None else n_phrasing
     n_eval = n_test + n_phrasing  # indist and phrasing programs come from the same draw
@@ -165,14 +174,22 @@ def make_splits(
         eligible += key not in exclude_from_eval
     rng.shuffle(pool)
     train, indist, phrasing = [], [], []
+    n_programs = 0
+    extra_rng = random.Random(f"{seed}/renderings")
     uses: Counter = Counter()
     for program, key in pool:
         if len(indist) < n_test and key not in exclude_from_eval:
             indist.append(make_task(program, "indist", rng, book))
         elif len(phrasing) < n_phrasing and key not in exclude_from_eval:
             phrasing.append(heldout_phrasing_task(program, rng, book, uses))
-        elif len(train) < n_train:
-            train.append(make_task(program, "train", rng, book))
+        elif n_programs < n_train:
+            n_programs += 1
+            worded = [make_task(program, "train", rng, book)]
+            for _ in range(renderings - 1):
+                task = make_task(program, "train", extra_rng, book)
+                if all(task.request != other.request for other in worded):
+                    worded.append(task)
+            train += worded
 
     heldout = []
     pairs = list(config.exclude_pairs) or list(HELDOUT_PAIRS)
