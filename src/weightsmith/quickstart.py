@@ -22,7 +22,7 @@ from weightsmith.errors import UserError
 # cores); `smoke` only proves every part is wired (the tests run it).
 PRESETS: dict[str, dict[str, Any]] = {
     # No system prompt: it would be a third of every SFT sequence's tokens on a CPU budget.
-    "laptop": {"data": {"n_train": 6000, "n_test": 300, "system": False}, "overrides": []},
+    "laptop": {"data": {"n_train": 6000, "renderings": 5, "n_test": 300, "system": False}, "overrides": []},
     "smoke": {
         "data": {"n_train": 64, "n_test": 8, "n_manual_examples": 12, "system": False},
         "overrides": [

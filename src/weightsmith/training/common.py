@@ -224,8 +224,9 @@ class TrainStageConfig(BaseModel):
     compile: bool = Field(
         False,
         description="torch.compile the model for training (the Trainer's torch_compile, inductor backend): elementwise "
-        "work fused into a few kernels, after a one-off compile of about a minute on two CPU cores. Same loss to float "
-        "tolerance; pays on runs of a few hundred steps or more. The saved model is the plain one.",
+        "work fused into a few kernels, after a one-off compile (~40 s on two CPU cores). Same loss to float tolerance; "
+        "the saved model is the plain one. Meant for GPUs and larger models: on two CPU cores the 4.7M-parameter "
+        "`small` model's SFT step measured the same compiled or not.",
     )
     device: Literal["auto", "cpu", "cuda"] = Field(
         "auto", description="'auto': CUDA when available, else the CPU."
