@@ -327,15 +327,16 @@ def test_slips_change_one_letter_of_a_word_and_never_show_a_heldout_typo():
     # "high" slips to "hihg" (a swap) and "close" to "clsoe": both are typos-b's held-out misspellings,
     # so a training request may slip anywhere but there.
     source = "signal value = ts_mean(close, 20) - high\nportfolio long_short(value, top=0.2)"
-    seen = set()
+    seen, slipped = set(), 0
     for seed in range(300):
         rendering = render_request(parse(source), random.Random(seed), force="slips")
-        plain = render_request(parse(source), random.Random(seed), force="slips").text
-        assert rendering.text == plain and "slips" in rendering.families
+        assert rendering == render_request(parse(source), random.Random(seed), force="slips")
+        # Recorded only when a slip was made: `value: 20d ma - hi` has no word to slip but the name.
+        slipped += "slips" in rendering.families
         assert re.search(r"\bvalue\b", rendering.text) and BOOK.leaks(rendering.text) == []
         assert_solvable(source, rendering.text)
         seen.add(rendering.text)
-    assert len(seen) > 50  # the slips land on different letters of different words
+    assert slipped > 150 and len(seen) > 50  # the slips land on different letters of different words
 
 
 def test_each_program_worded_several_times_leaves_the_eval_splits_as_they_were():

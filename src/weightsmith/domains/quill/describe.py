@@ -282,20 +282,21 @@ class _Renderer:
             if chosen:
                 self.used.add(family.id)
         if family.edits:
-            text = self.slips(text, family.edits)
-            self.used.add(family.id)
+            slipped = self.slips(text, family.edits)
+            if slipped != text:
+                text = slipped
+                self.used.add(family.id)
         if family.casing == "lower":
             text = text.lower()
             self.used.add(family.id)
         return text
 
-
     def slips(self, text: str, count: int) -> str:
-        """``count`` random one-letter slips (two neighbouring letters swapped, one dropped, one
-        doubled) in words of four letters or more — never in a statement's name or a word that
-        carries a number (``quintile``), nor where a slip
-        would show a held-out family's marker (a training request must not) — noise augmentation in
-        the sense of EDA (Wei & Zou 2019), at the character level."""
+        """``text`` with up to ``count`` random one-letter slips (two neighbouring letters swapped,
+        one dropped, one doubled) in words of four letters or more: never in a statement's name or a
+        word that carries a number (``quintile``), nor where a slip would show a held-out family's
+        marker (a training request must not). Character-level noise augmentation in the sense of
+        EDA (Wei & Zou 2019)."""
         protected = {s.name for s in self.program_.statements if not isinstance(s, Portfolio)} if self.program_ else set()
         heldout = [f for f in self.book.families.values() if f.role == "heldout" and f not in self.primary.values()]
         for _ in range(count):
