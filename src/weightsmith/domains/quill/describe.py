@@ -267,7 +267,7 @@ class _Renderer:
         if family is None:
             return text
         if family.typos:
-            protected = {s.name for s in self.program_.statements if not isinstance(s, Portfolio)}
+            protected = self.names()
             # A typo never lands inside what shows a held-out family (its marker): a misspelt
             # `voluem 10d` would no longer be the postfix family the split promises.
             shown = [(m.start(), m.end()) for f in self.primary.values() if f is not None and f.role == "heldout"
@@ -291,14 +291,21 @@ class _Renderer:
             self.used.add(family.id)
         return text
 
+    def names(self) -> set[str]:
+        """The program's signal and filter names: noise never touches them."""
+        if self.program_ is None:
+            return set()
+        return {s.name for s in self.program_.statements if not isinstance(s, Portfolio)}
+
     def slips(self, text: str, count: int) -> str:
         """``text`` with up to ``count`` random one-letter slips (two neighbouring letters swapped,
         one dropped, one doubled) in words of four letters or more: never in a statement's name or a
         word that carries a number (``quintile``), nor where a slip would show a held-out family's
         marker (a training request must not). Character-level noise augmentation in the sense of
         EDA (Wei & Zou 2019)."""
-        protected = {s.name for s in self.program_.statements if not isinstance(s, Portfolio)} if self.program_ else set()
-        heldout = [f for f in self.book.families.values() if f.role == "heldout" and f not in self.primary.values()]
+        protected = self.names()
+        drawn = {f.id for f in self.primary.values() if f is not None}
+        heldout = [f for f in self.book.families.values() if f.role == "heldout" and f.id not in drawn]
         for _ in range(count):
             words = [m for m in re.finditer(r"[A-Za-z]{4,}", text) if m.group() not in protected
                      and not m.group().lower().startswith(tuple(NUMBER_WORDS))]
