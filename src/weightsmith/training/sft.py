@@ -39,6 +39,7 @@ from weightsmith.training.common import (
     trained_dtype,
     trainer_arguments,
 )
+from weightsmith.training.lm_head import FUSED_LM_HEAD_HELP, sft_trainer_class
 from weightsmith.training.lora import check_lora_targets, lora_config
 
 
@@ -65,6 +66,7 @@ class Config(FineTuneConfig):
         "or across conversations. Needs a model built on transformers' attention interface (ours, Llama, "
         "Qwen, Mistral, ...).",
     )
+    fused_lm_head: bool | None = Field(None, description=FUSED_LM_HEAD_HELP)
     group_by_length: bool = Field(
         False,
         description="Batch conversations of similar length together: about 2x faster on short chats (less "
@@ -114,7 +116,7 @@ def build_trainer(cfg: Config, inputs: StageInputs, ctx: StageContext) -> tuple[
 
     from datasets import Dataset
     from transformers import set_seed
-    from trl import SFTConfig, SFTTrainer
+    from trl import SFTConfig
 
     from weightsmith.data.chat import ChatRenderer
     from weightsmith.data.chat_prepare import prepare_sft, summary
@@ -158,7 +160,8 @@ def build_trainer(cfg: Config, inputs: StageInputs, ctx: StageContext) -> tuple[
         padding_free=cfg.padding_free,
         train_sampling_strategy="group_by_length" if cfg.group_by_length else "random",
     )
-    trainer = SFTTrainer(
+    trainer_class = sft_trainer_class(cfg.fused_lm_head, args.device.type)
+    trainer = trainer_class(
         model=model,
         args=args,
         train_dataset=train_dataset,
