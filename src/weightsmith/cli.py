@@ -126,7 +126,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", default="laptop", help="laptop (the real run, ≤15 min on 2 CPU cores) | smoke (seconds)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", help="auto | cpu | cuda (default: the pipeline's)")
-    p.add_argument("--ablation", action="store_true", help="also run the same SFT from a random init (+~5 min)")
+    p.add_argument("--ablation", action="store_true", help="also run the same SFT from a random init (+~10 min)")
+    p.add_argument("--rl", action="store_true",
+                   help="also run verifier-ranked pairs -> DPO -> GRPO after SFT (+~4 min; the gate then judges GRPO's model)")
     p.add_argument("overrides", nargs="*", default=[], help="key=value for the pipeline, e.g. sft.max_steps=800")
 
     models = verbs.add_parser("models", help="model registry: list, show, promote, rollback, aliases, export").add_subparsers(
@@ -426,6 +428,7 @@ def cmd_quickstart(args) -> int:
         device=args.device,
         overrides=args.overrides,
         with_ablation=args.ablation,
+        with_rl=args.rl,
         echo=sys.stderr if people else None,
         on_event=_stage_printer(people),
         say=(lambda msg: print(msg, flush=True)) if people else (lambda _msg: None),
@@ -438,9 +441,13 @@ def cmd_quickstart(args) -> int:
             lo, hi = kpi.get("ci") or (None, None)
             return f"{kpi['value']:.1%} [{lo:.1%}, {hi:.1%}]" if lo is not None else f"{kpi['value']:.1%}"
 
+        def perplexity(kpi: dict | None) -> str:
+            return f"{kpi['value']:,.1f}" if kpi and kpi.get("value") is not None else "-"
+
         headers = [TABLE_HEADERS[k] for k in TABLE_KPIS]
-        _table("Quill quickstart (95% confidence intervals)", ["stage", "model", *headers],
-               [[st["stage"], st["model"], *[cell(st["kpis"].get(k)) for k in TABLE_KPIS]] for st in d["stages"]])
+        _table("Quill quickstart (95% confidence intervals)", ["stage", "model", *headers, "manual perplexity"],
+               [[st["stage"], st["model"], *[cell(st["kpis"].get(k)) for k in TABLE_KPIS],
+                 perplexity(st["kpis"].get("manual_perplexity"))] for st in d["stages"]])
         def delta(entry: dict | None) -> str:
             if not entry:
                 return "-"
@@ -448,10 +455,12 @@ def cmd_quickstart(args) -> int:
             sign = "+" if (lo > 0) else ("-" if hi < 0 else "~")
             return f"{entry['diff']:+.1%} [{lo:+.1%}, {hi:+.1%}] {sign}"
 
-        _table("Does each stage help? Paired difference vs the stage before (95% CI; + / - when it excludes 0)",
-               ["stage", "vs", *headers],
-               [[st["stage"], st["vs_parent"]["parent"], *[delta(st["vs_parent"].get(k)) for k in TABLE_KPIS]]
-                for st in d["stages"] if "vs_parent" in st])
+        compared = [st for st in d["stages"] if "vs_parent" in st]
+        if compared:  # with --rl: DPO against SFT, GRPO against DPO
+            _table("Does each stage help? Paired difference vs the stage before (95% CI; + / - when it excludes 0)",
+                   ["stage", "vs", *headers],
+                   [[st["stage"], st["vs_parent"]["parent"], *[delta(st["vs_parent"].get(k)) for k in TABLE_KPIS]]
+                    for st in compared])
         if "ablation" in d:
             ab = d["ablation"]
             _table("Ablation: SFT from the pretrained model vs from a random init, same SFT budget",

@@ -141,6 +141,26 @@ class PipelineSpec(BaseModel):
     stages: list[StageSpec]
     base_dir: str = "."
 
+    def up_to(self, targets: list[str]) -> PipelineSpec:
+        """The pipeline cut to the ``targets`` stages and every stage they wait for, transitively (in the
+        file's order), like ``make TARGET``: the stages after them are left out, their datasets kept.
+
+        Raises:
+            UserError: a target that is no stage of the pipeline, with the closest name.
+        """
+        names = {stage.name for stage in self.stages}
+        by_name = {stage.name: stage for stage in self.stages}
+        needed: set[str] = set()
+        todo = list(targets)
+        while todo:
+            name = todo.pop()
+            if name not in names:
+                raise UserError(f"pipeline {self.name}: no stage {shorten(name)}{closest(str(name), sorted(names))}.")
+            if name not in needed:
+                needed.add(name)
+                todo.extend(by_name[name].upstream(names))
+        return self.model_copy(update={"stages": [stage for stage in self.stages if stage.name in needed]})
+
 
 TOP_KEYS = {"name", "model", "seed", "datasets", "defaults", "stages"}
 TOP_KEY_HELP = {
