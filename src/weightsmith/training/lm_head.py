@@ -22,13 +22,6 @@ from __future__ import annotations
 import torch
 from trl import SFTTrainer
 
-FUSED_LM_HEAD_HELP = (
-    "Compute the loss through TRL's fused LM head (log-probabilities in tiles, never the whole logits: saves memory "
-    "with a large vocabulary on a GPU) or through the model's own logits (faster for small models: 1.22x the steps/s "
-    "of the Quill quickstart's SFT on the CPU). Default: fused on CUDA, logits on the CPU."
-)
-
-
 def wants_fused_lm_head(setting: bool | None, device_type: str) -> bool:
     """Whether the stage computes its loss through TRL's fused LM head: ``setting`` if given, else only on CUDA."""
     return setting if setting is not None else device_type == "cuda"

@@ -39,7 +39,6 @@ from weightsmith.training.common import (
     trained_dtype,
     trainer_arguments,
 )
-from weightsmith.training.lm_head import FUSED_LM_HEAD_HELP, sft_trainer_class
 from weightsmith.training.lora import check_lora_targets, lora_config
 
 
@@ -66,7 +65,12 @@ class Config(FineTuneConfig):
         "or across conversations. Needs a model built on transformers' attention interface (ours, Llama, "
         "Qwen, Mistral, ...).",
     )
-    fused_lm_head: bool | None = Field(None, description=FUSED_LM_HEAD_HELP)
+    fused_lm_head: bool | None = Field(
+        None,
+        description="Compute the loss through TRL's fused LM head (log-probabilities in tiles, never the whole logits: "
+        "saves memory with a large vocabulary on a GPU) or through the model's own logits (faster for small models: "
+        "1.22x the steps/s of the Quill quickstart's SFT on the CPU). Default: fused on CUDA, logits on the CPU.",
+    )
     group_by_length: bool = Field(
         False,
         description="Batch conversations of similar length together: about 2x faster on short chats (less "
@@ -160,6 +164,8 @@ def build_trainer(cfg: Config, inputs: StageInputs, ctx: StageContext) -> tuple[
         padding_free=cfg.padding_free,
         train_sampling_strategy="group_by_length" if cfg.group_by_length else "random",
     )
+    from weightsmith.training.lm_head import sft_trainer_class  # imports TRL: only where a stage runs
+
     trainer_class = sft_trainer_class(cfg.fused_lm_head, args.device.type)
     trainer = trainer_class(
         model=model,
