@@ -236,7 +236,6 @@ def run_ablation(ws, spec, done: dict, suite: Path, *, device, echo, on_event) -
     """
     from weightsmith.config import PipelineSpec
     from weightsmith.evals.run import run_suite
-    from weightsmith.evals.suite import load_suite
     from weightsmith.jobs.pipeline import run_inline, submit_pipeline
     from weightsmith.jobs.queue import show_job
 
