@@ -150,7 +150,7 @@ def run_quickstart(
     suite = suite_path
     by_stage = {v["stage"]: v for v in done["models"]}
     stages = []
-    for stage in (STAGE_ORDER if with_rl else [s for s in STAGE_ORDER if s not in RL_STAGES]):
+    for stage in [s for s in STAGE_ORDER if s in by_stage]:  # the stages that ran (--rl or not)
         version = by_stage[stage]
         if stage in LANGUAGE_MODEL_STAGES:
             say(f"Evaluating {version['ref']} ({stage}) on the manual …")

@@ -22,6 +22,7 @@ from __future__ import annotations
 import torch
 from trl import SFTTrainer
 
+
 def wants_fused_lm_head(setting: bool | None, device_type: str) -> bool:
     """Whether the stage computes its loss through TRL's fused LM head: ``setting`` if given, else only on CUDA."""
     return setting if setting is not None else device_type == "cuda"
