@@ -44,7 +44,7 @@ WARMUP_STEPS = 2  # optimizer steps left out of every throughput measurement
 class Workload:
     """How big each bench runs: ``FULL`` for ``make bench``, ``QUICK`` for ``--quick``, ``MINIMAL`` for the tests."""
 
-    peak_n: int = 2048  # square fp32 matmul for the peak
+    peak_n: int = 2048  # square matmul for the peak
     pretrain_size: str = "base"  # the MFU model: its matmuls dominate
     pretrain_steps: int = 8
     seq_len: int = 128
@@ -209,19 +209,28 @@ def fresh_dir(root: Path, name: str, counter=itertools.count()) -> Path:  # noqa
 
 # --- 1. the hardware's peak ---------------------------------------------------------------------------
 
-_PEAK: dict[tuple[int, int], float] = {}
+_PEAK: dict[tuple[int, int, str], float] = {}
 
 
-def peak_flops(n: int, reps: int = 20) -> float:
-    """Best FLOP/s of an ``n x n`` fp32 matmul (2n³ FLOPs) over ``reps`` tries, at torch's current thread count.
+def training_dtype() -> str:
+    """The dtype the stages train in here at ``dtype: auto`` on the CPU: bfloat16 where the CPU multiplies bf16
+    natively, else float32 (:func:`weightsmith.training.common.resolve_precision`). Every side of a bench
+    trains in it, and MFU is over the peak of its matmuls."""
+    from weightsmith.training.common import resolve_precision
+
+    return resolve_precision("cpu").dtype
+
+
+def peak_flops(n: int, reps: int = 20, dtype: str = "float32") -> float:
+    """Best FLOP/s of an ``n x n`` matmul in ``dtype`` (2n³ FLOPs) over ``reps`` tries, at torch's current threads.
 
     Best, not median: on a shared machine a try that loses the core is not the hardware's limit. Every call
     measures again and keeps the best of all calls so far, so a bench that calls it after its runs (pretrain)
     does not divide by a peak taken at a busy moment."""
     import torch
 
-    key = (n, torch.get_num_threads())
-    a, b = torch.randn(n, n), torch.randn(n, n)
+    key = (n, torch.get_num_threads(), dtype)
+    a, b = torch.randn(n, n, dtype=getattr(torch, dtype)), torch.randn(n, n, dtype=getattr(torch, dtype))
     torch.mm(a, b)
     best = math.inf
     for _ in range(reps):
@@ -233,13 +242,16 @@ def peak_flops(n: int, reps: int = 20) -> float:
 
 
 def bench_peak(root: Path, rounds: int, quick: bool = False, load: Workload | None = None) -> list[Result]:
-    """Peak fp32 matmul GFLOP/s (the MFU denominator)."""
+    """Peak matmul GFLOP/s in fp32 and, where the stages train in it, bf16 (the MFU denominator)."""
     import torch
 
     n = workload(quick, load).peak_n
-    peak = peak_flops(n)
-    return [Result(name="peak_matmul_fp32", what=f"best {n}x{n} fp32 torch.mm, {torch.get_num_threads()} threads",
-                   unit="GFLOP/s", baseline=None, candidate=peak / 1e9, ratio=None, target=None, rounds=rounds)]
+    dtypes = ["float32"] + (["bfloat16"] if training_dtype() == "bfloat16" else [])
+    short = {"float32": "fp32", "bfloat16": "bf16"}
+    return [Result(name=f"peak_matmul_{short[d]}", what=f"best {n}x{n} {short[d]} torch.mm, {torch.get_num_threads()} "
+                   f"threads{' (the MFU denominator)' if d == training_dtype() else ''}", unit="GFLOP/s",
+                   baseline=None, candidate=peak_flops(n, dtype=d) / 1e9, ratio=None, target=None, rounds=rounds)
+            for d in dtypes]
 
 
 # --- 2. pretraining vs a hand-written loop -------------------------------------------------------------
@@ -265,7 +277,8 @@ def pretrain_stage(root: Path, size: str, steps: int, seq_len: int, batch: int) 
 
 
 def hand_loop(size: str, steps: int, seq_len: int, batch: int) -> tuple[Marks, int]:
-    """The practical limit: the same Llama, AdamW and clipping in a plain PyTorch loop (no Trainer, no logging).
+    """The practical limit: the same Llama, AdamW and clipping in a plain PyTorch loop (no Trainer, no logging),
+    in the stage's precision (bf16 autocast over fp32 weights where the stage trains in bf16).
 
     Returns the clock and the model's matmul parameters."""
     import torch
@@ -281,9 +294,12 @@ def hand_loop(size: str, steps: int, seq_len: int, batch: int) -> tuple[Marks, i
     blocks = torch.tensor(ids[: len(ids) // seq_len * seq_len]).view(-1, seq_len)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.1)
     marks, seen = Marks([]), 0
+    bf16 = training_dtype() == "bfloat16"
     for step in range(steps):
         x = blocks[torch.arange(step * batch, (step + 1) * batch) % len(blocks)]
-        model(input_ids=x, labels=x).loss.backward()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            loss = model(input_ids=x, labels=x).loss
+        loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -304,15 +320,16 @@ def bench_pretrain(root: Path, rounds: int, quick: bool = False, load: Workload 
         return marks.tokens_per_second()
 
     series = rounds_of({"loop": loop, "stage": lambda: pretrain_stage(root, **shape).tokens_per_second()}, rounds)
-    peak = peak_flops(w.peak_n)
+    dtype = training_dtype()
+    peak = peak_flops(w.peak_n, dtype=dtype)
     n = params[0]
     mfu = [6 * n * t / peak for t in series["stage"]]
     loop_mfu = statistics.median(6 * n * t / peak for t in series["loop"])
-    what = f"'{w.pretrain_size}' Llama ({n / 1e6:.1f}M matmul params), batch {w.batch} x {w.seq_len} tokens, fp32"
+    what = f"'{w.pretrain_size}' Llama ({n / 1e6:.1f}M matmul params), batch {w.batch} x {w.seq_len} tokens, {dtype}"
     return [
         summarize("pretrain_tokens_per_s", f"pretrain stage vs a hand-written PyTorch loop: {what}", "tokens/s", 0.9,
                   series["loop"], series["stage"]),
-        summarize("pretrain_mfu", f"pretrain stage 6·N·tokens/s over the measured peak {peak / 1e9:,.0f} GFLOP/s "
+        summarize("pretrain_mfu", f"pretrain stage 6·N·tokens/s over the measured {dtype} peak {peak / 1e9:,.0f} GFLOP/s "
                   f"(the hand loop: {loop_mfu:.1%}); {what}", "fraction of peak", 0.7, [1.0] * len(mfu), mfu),
     ]
 
@@ -336,7 +353,10 @@ def load_tokenizer(path: Path):
     return AutoTokenizer.from_pretrained(path)
 
 
-TUNED = {"bf16": False, "gradient_checkpointing": False}  # TRL's CPU-unfriendly defaults, turned off
+def tuned() -> dict:
+    """TRL's settings a user would change on this CPU: activation checkpointing off, and bf16 autocast (TRL's
+    default) kept only where the CPU multiplies bf16 natively — the precision the stages pick here."""
+    return {"bf16": training_dtype() == "bfloat16", "gradient_checkpointing": False}
 
 
 def trl_sft(root: Path, chats: Path, steps: int, batch: int, **settings) -> Marks:
@@ -358,14 +378,14 @@ def bench_sft(root: Path, rounds: int, quick: bool = False, load: Workload | Non
     shape = dict(chats=chats, steps=w.sft_steps, batch=w.batch)
     variants = {
         "trl_default": lambda: trl_sft(root, **shape).tokens_per_second(),
-        # TRL tuned for this machine: TRL 1.16 defaults to bf16 autocast (slow on a CPU) and activation
-        # checkpointing, both off here. TRL refuses max_length with padding_free and no packing (it would not
-        # enforce it); none of these chats reaches its default 1024.
-        "trl_padding_free": lambda: trl_sft(root, padding_free=True, max_length=None, **TUNED, **shape)
+        # TRL tuned for this machine: TRL 1.16 defaults to bf16 autocast (slow on a CPU without native bf16) and
+        # activation checkpointing (off here). TRL refuses max_length with padding_free and no packing (it would
+        # not enforce it); none of these chats reaches its default 1024.
+        "trl_padding_free": lambda: trl_sft(root, padding_free=True, max_length=None, **tuned(), **shape)
         .tokens_per_second(),
         # Packing fills rows of max_length (1024) and flattens the batch into one 8k-token row, whose SDPA
         # attention (no flash-attention on a CPU) is quadratic in the row: too slow for --quick.
-        **({} if w.sft_packing is False else {"trl_packed": lambda: trl_sft(root, packing=True, **TUNED, **shape)
+        **({} if w.sft_packing is False else {"trl_packed": lambda: trl_sft(root, packing=True, **tuned(), **shape)
                                               .tokens_per_second()}),
         "stage": lambda: sft_stage(root, **shape).tokens_per_second(),
     }
@@ -373,7 +393,7 @@ def bench_sft(root: Path, rounds: int, quick: bool = False, load: Workload | Non
     best = [max(values) for values in zip(*(series[k] for k in ("trl_padding_free", "trl_packed") if k in series))]
     what = f"{w.chats} Quill chats of 1-7 exchanges, batch {w.batch}, 'small' model"
     tried = ("padding_free=True" + (" or packing=True (BFD), the faster per round" if "trl_packed" in series else "")
-             + ", fp32, no activation checkpointing")
+             + f", {training_dtype()}, no activation checkpointing")
     results = [
         summarize("sft_vs_trl_default", f"sft stage vs TRL SFTTrainer at its defaults (padded, bf16 autocast, "
                   f"activation checkpointing): {what}", "tokens/s", 1.5, series["trl_default"], series["stage"]),

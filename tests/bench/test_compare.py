@@ -40,9 +40,11 @@ def _names(results: list[Result]) -> list[str]:
     return [r.name for r in results]
 
 
-def test_peak_is_one_measurement_without_a_target(tmp_path):
-    (peak,) = _run("peak", tmp_path)
-    assert peak.name == "peak_matmul_fp32" and peak.target is None and peak.baseline is None
+def test_peak_is_a_measurement_per_training_dtype_without_a_target(tmp_path):
+    peaks = _run("peak", tmp_path)
+    expected = ["peak_matmul_fp32"] + (["peak_matmul_bf16"] if compare.training_dtype() == "bfloat16" else [])
+    assert _names(peaks) == expected
+    assert all(p.target is None and p.baseline is None and p.candidate > 0 for p in peaks)
 
 
 @pytest.mark.slow
@@ -92,7 +94,7 @@ def test_the_runner_prints_the_table_and_one_json_document_last():
     assert proc.returncode == 0, proc.stderr[-2000:]
     document = json.loads(proc.stdout)  # stdout holds the document alone
     assert document["quick"] is True and document["threads"] == 1
-    (bench,) = document["benches"]
+    bench = document["benches"][0]
     assert bench["name"] == "peak_matmul_fp32" and bench["met"] is None and bench["candidate"] > 0
     assert "| metric | weightsmith | reference | ratio | target | met? |" in proc.stderr
     assert "| peak_matmul_fp32 (GFLOP/s) |" in proc.stderr

@@ -43,3 +43,24 @@ def test_a_target_brings_every_stage_it_waits_for(shipped):
 def test_an_unknown_target_names_the_closest_stage(shipped):
     with pytest.raises(UserError, match=r"^pipeline quill: no stage 'stf'.*'sft'"):
         shipped.up_to(["stf"])
+
+
+def test_sft_fits_the_budget_on_either_kind_of_cpu(shipped, tmp_path, monkeypatch):
+    # The file's SFT steps are for bf16 training; a CPU without native bf16 trains in fp32 (1.5x slower a step)
+    # and the laptop preset runs fewer steps there. Both kinds of CPU, whichever this one is:
+    from weightsmith.quickstart import FP32_CPU_SFT_STEPS, machine_overrides
+    from weightsmith.training import common
+
+    if common.resolve_precision("auto").use_cpu is False:
+        pytest.skip("a CUDA machine runs the file as shipped")
+    sft = next(stage for stage in shipped.stages if stage.name == "sft")
+    assert sft.config["max_steps"] > FP32_CPU_SFT_STEPS
+    for native in (True, False):
+        monkeypatch.setattr(common, "cpu_has_fast_bf16", lambda native=native: native)
+        expected = [] if native else [f"sft.max_steps={FP32_CPU_SFT_STEPS}"]
+        assert machine_overrides("laptop", None) == expected
+        assert machine_overrides("laptop", "cpu") == expected
+        assert machine_overrides("smoke", None) == []
+        spec = load_pipeline(tmp_path / "pipeline.yaml", machine_overrides("laptop", None))
+        steps = next(stage for stage in spec.stages if stage.name == "sft").config["max_steps"]
+        assert steps == (sft.config["max_steps"] if native else FP32_CPU_SFT_STEPS)

@@ -1,8 +1,8 @@
 """Precision and memory settings of the training stages: ``dtype``, ``activation_checkpointing``, ``optim``.
 
-``dtype: auto`` trains in fp32 on the CPU; bf16 is mixed precision through the trainer's own ``bf16``
-setting, allowed on the CPU when asked for (slow there, so a tiny model and two steps); float16 on the
-CPU is refused before any compute. The saved model's weights are in the trained dtype and its
+``dtype: auto`` trains in bf16 on a CPU with native bf16 matrix instructions and in fp32 on one without;
+bf16 is mixed precision through the trainer's own ``bf16`` setting, allowed on any CPU when asked for (a
+tiny model and two steps: emulated bf16 is slow); float16 on the CPU is refused before any compute. The saved model's weights are in the trained dtype and its
 ``config.json`` says so. Activation (gradient) checkpointing recomputes the forward in backward and must
 give the loss it gives without. ``optim`` names one of transformers' optimizers; bitsandbytes' 8-bit and
 paged ones are refused on the CPU before any compute.
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -33,16 +34,32 @@ def saved_dtypes(model_dir) -> set[torch.dtype]:
     return {tensor.dtype for tensor in load_file(str(model_dir / "model.safetensors")).values()}
 
 
-def test_auto_is_fp32_on_the_cpu():
+def test_auto_is_bf16_on_a_cpu_with_native_bf16_and_fp32_on_one_without(monkeypatch):
+    from weightsmith.training import common
     from weightsmith.training.common import Precision, resolve_precision
 
-    assert resolve_precision("cpu", "auto") == Precision(use_cpu=True, bf16=False, fp16=False)
+    native = common.cpu_has_fast_bf16()
+    assert resolve_precision("cpu", "auto") == Precision(use_cpu=True, bf16=native, fp16=False)
     assert resolve_precision("cpu", "bfloat16") == Precision(use_cpu=True, bf16=True, fp16=False)
     assert resolve_precision("cpu", "float32").dtype == "float32"
-    if not torch.cuda.is_available():  # this machine: auto resolves to the CPU, and so to fp32
-        assert resolve_precision("auto", "auto") == Precision(use_cpu=True, bf16=False, fp16=False)
+    if not torch.cuda.is_available():  # this machine: auto resolves to the CPU
+        assert resolve_precision("auto", "auto") == Precision(use_cpu=True, bf16=native, fp16=False)
     for kind in ("pretrain", "cpt", "sft", "dpo", "grpo"):
         assert validate_stage_config(kind, {}).dtype == "auto"
+    # The other kind of CPU than this one (the detection is cached, so replace it):
+    monkeypatch.setattr(common, "cpu_has_fast_bf16", lambda: not native)
+    assert resolve_precision("cpu", "auto").bf16 is (not native)
+    assert resolve_precision("cpu", "float32").bf16 is False
+
+
+def test_native_bf16_is_what_the_cpu_says_it_has():
+    from weightsmith.training.common import cpu_has_fast_bf16
+
+    cpuinfo = Path("/proc/cpuinfo")
+    if not cpuinfo.exists():
+        pytest.skip("no /proc/cpuinfo to compare with")
+    flags = set(cpuinfo.read_text().split())
+    assert cpu_has_fast_bf16() == bool(flags & {"avx512_bf16", "amx_bf16", "amx_tile"})
 
 
 def test_float16_on_the_cpu_is_refused_in_one_sentence(tmp_path, capsys, data_dir, tiny_model_dir):
@@ -98,16 +115,20 @@ def test_bf16_reaches_the_other_trainers(kind, tmp_path, capsys, data_dir, token
     assert saved_dtypes(tmp_path / "out") == {torch.bfloat16}
 
 
-def test_an_auto_run_on_the_cpu_trains_and_saves_fp32(tmp_path, capsys, data_dir, tiny_model_dir):
+def test_an_auto_run_on_the_cpu_trains_and_saves_what_this_cpu_is_fast_at(tmp_path, capsys, data_dir, tiny_model_dir):
     if torch.cuda.is_available():
         pytest.skip("auto means bf16 on a GPU that supports it")
+    from weightsmith.training.common import cpu_has_fast_bf16
+
     run_in_process(tmp_path, capsys, "dpo", {**FAST, "device": "auto"},
                    {"data_path": data_dir / "preference.jsonl", "data_format": "preference",
                     "model_path": tiny_model_dir})
     args = json.loads((tmp_path / "trainer_args.json").read_text())
-    assert args["bf16"] is False and args["fp16"] is False and args["use_cpu"] is True
-    assert json.loads((tmp_path / "out" / "config.json").read_text())["dtype"] == "float32"
-    assert saved_dtypes(tmp_path / "out") == {torch.float32}
+    native = cpu_has_fast_bf16()
+    assert args["bf16"] is native and args["fp16"] is False and args["use_cpu"] is True
+    dtype = "bfloat16" if native else "float32"
+    assert json.loads((tmp_path / "out" / "config.json").read_text())["dtype"] == dtype
+    assert saved_dtypes(tmp_path / "out") == {getattr(torch, dtype)}
 
 
 def sft_losses(tmp_path, data_dir, tiny_model_dir, checkpointing: bool = False,

@@ -28,7 +28,9 @@ reference is that turn's content, as the column ``answer``. Text-format rows fee
 (e.g. a question type), each with its interval. ``lm_eval: {task: ...}`` instead of a
 dataset runs an lm-evaluation-harness task (with the optional ``lm-eval`` package).
 ``dtype: auto | float32 | bfloat16 | float16`` is the precision the model is loaded and run in
-(auto: bf16 on a CUDA GPU that supports it, fp32 on the CPU), as the training stages' ``dtype``.
+(auto: bf16 on a CUDA GPU that supports it, fp32 on the CPU — even one with native bf16, where the training
+stages' ``auto`` picks bf16: generation there is only 1.15-1.25x faster in bf16, and fp32 keeps greedy answers
+the same on every CPU).
 """
 
 from __future__ import annotations

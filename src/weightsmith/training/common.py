@@ -11,6 +11,8 @@ and how a model becomes an output directory (:func:`save_model_dir`).
 
 from __future__ import annotations
 
+import functools
+
 import json
 import os
 import shutil
@@ -147,15 +149,15 @@ Dtype = Literal["auto", "float32", "bfloat16", "float16"]
 EVAL_DTYPES: tuple[str, ...] = get_args(Dtype)  # the same names for evaluating and serving
 
 DTYPE_HELP = (
-    "Training precision. 'auto': bfloat16 on a CUDA GPU that supports it, else float32 (always float32 on the CPU). "
-    "bfloat16 / float16 are mixed precision through the trainer's own bf16 / fp16 settings (fp32 master weights, "
-    "half-precision compute; float16 adds loss scaling and needs CUDA). The saved model's weights are in this dtype "
-    "and its config.json's dtype says so."
+    "Training precision. 'auto': bfloat16 on a CUDA GPU that supports it and on a CPU with native bfloat16 "
+    "matrix instructions (AVX512-BF16 or AMX), else float32. bfloat16 / float16 are mixed precision through the "
+    "trainer's own bf16 / fp16 settings (fp32 master weights, half-precision compute; float16 adds loss scaling "
+    "and needs CUDA). The saved model's weights are in this dtype and its config.json's dtype says so."
 )
 
 FLOAT16_ON_CPU = (
     "float16 needs a CUDA GPU (fp16 mixed precision relies on CUDA loss scaling, and the CPU has no fast "
-    "float16 arithmetic); on the CPU use dtype: bfloat16, or float32 (what auto picks there)"
+    "float16 arithmetic); on the CPU use dtype: bfloat16, float32, or auto (bfloat16 where the CPU has it natively)"
 )
 
 
@@ -428,11 +430,27 @@ class Precision(NamedTuple):
         return "bfloat16" if self.bf16 else "float16" if self.fp16 else "float32"
 
 
+@functools.cache
+def cpu_has_fast_bf16() -> bool:
+    """Whether this CPU multiplies bfloat16 matrices natively (AVX512-BF16, as on AMD Zen 4 and Intel Cooper
+    Lake, or AMX, as on Intel Sapphire Rapids and later), so that bf16 mixed precision beats fp32.
+
+    Measured on the quickstart's SFT step (a 4.7M-parameter Llama, ~900 tokens, two threads of an AMD EPYC
+    Zen 4): fp32 matmuls 124-174 GFLOP/s, bf16 377-412; the step 216 ms in fp32, 143 ms under bf16 autocast.
+    On an Intel Xeon without either, bf16 is emulated and ~300x slower than fp32.
+    """
+    import torch
+
+    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(bool(getattr(torch.cpu, probe, lambda: False)()) for probe in probes)
+
+
 def resolve_precision(device: str, dtype: str = "auto") -> Precision:
     """Resolve a config's ``device`` and ``dtype`` settings into the trainer's ``use_cpu`` / ``bf16`` / ``fp16``.
 
-    ``dtype: auto`` is bf16 on a CUDA GPU that supports it (``torch.cuda.is_bf16_supported()``) and fp32
-    otherwise, always fp32 on the CPU (no fast bf16 there); bf16 on the CPU is allowed when asked for.
+    ``dtype: auto`` is bf16 on a CUDA GPU that supports it (``torch.cuda.is_bf16_supported()``), bf16 on a
+    CPU with native bf16 matrix instructions (:func:`cpu_has_fast_bf16`) and fp32 otherwise; bf16 on any
+    CPU is allowed when asked for (where it is emulated, a matmul is ~300x slower than fp32).
 
     Raises:
         UserError: device cuda without CUDA; more processes than GPUs; float16 on the CPU; bfloat16 on a
@@ -452,7 +470,8 @@ def resolve_precision(device: str, dtype: str = "auto") -> Precision:
     if not on_cuda:
         if dtype == "float16":
             raise UserError(f"dtype: {FLOAT16_ON_CPU}.")
-        return Precision(use_cpu=True, bf16=dtype == "bfloat16", fp16=False)
+        bf16 = dtype == "bfloat16" or (dtype == "auto" and cpu_has_fast_bf16())
+        return Precision(use_cpu=True, bf16=bf16, fp16=False)
     bf16_ok = torch.cuda.is_bf16_supported()
     if dtype == "bfloat16" and not bf16_ok:
         raise UserError(
