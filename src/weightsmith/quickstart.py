@@ -38,9 +38,10 @@ PRESETS: dict[str, dict[str, Any]] = {
         "suite": {"generation.max_new_tokens": 16},
     },
 }
-# The laptop preset's SFT steps where the CPU has no native bf16: there `dtype: auto` trains in fp32, ~1.5x
-# slower a step (3.9 vs 5.8 steps/s measured on the quickstart's batches), and the shipped 3,400 would not fit
-# 15 minutes. (On CUDA, or where the CPU multiplies bf16 natively, the pipeline runs as shipped.)
+# The laptop preset's SFT steps where the CPU has no native bf16: there `dtype: auto` trains in fp32, slower a
+# step (3.9 vs 4.7 steps/s over the quickstart's whole SFT on the same Zen 4; 1.5x slower in a hand loop), and
+# the shipped 3,000 would not fit 15 minutes. (On CUDA, or where the CPU multiplies bf16 natively, the pipeline
+# runs as shipped.)
 FP32_CPU_SFT_STEPS = 2400
 STAGE_ORDER = ["pretrain", "sft", "dpo", "grpo"]
 # What --rl adds after SFT: verifier-ranked pairs, DPO, GRPO (~4 minutes on the laptop preset). Left out by
