@@ -142,7 +142,10 @@ def run_quickstart(
         raise UserError(f"unknown preset '{preset}'; use one of {', '.join(PRESETS)}.")
     root = root.resolve()
     settings = list(PRESETS[preset]["overrides"]) + [f"seed={seed}"] + ([f"defaults.device={device}"] if device else [])
-    settings += machine_overrides(preset, device)
+    machine = machine_overrides(preset, device)
+    if machine:
+        say(f"This CPU trains in float32 (no native bf16): {', '.join(machine)}, to stay within 15 minutes.")
+    settings += machine
     settings += list(overrides)
     # Check the user's overrides against the shipped pipeline before anything is written.
     with tempfile.TemporaryDirectory() as tmp:
@@ -201,6 +204,7 @@ def run_quickstart(
         "pipeline": str(pipeline_path),
         "suite": str(suite_path),
         "preset": preset,
+        "machine_overrides": machine,
         "stages": stages,
         "gate": {k: gate[k] for k in ("gate", "passed", "candidate", "baseline", "rules", "note") if k in gate},
         "champion": promotion["version"] if promotion else None,
