@@ -12,7 +12,6 @@ and how a model becomes an output directory (:func:`save_model_dir`).
 from __future__ import annotations
 
 import functools
-
 import json
 import os
 import shutil
